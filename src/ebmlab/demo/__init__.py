@@ -1,0 +1,32 @@
+"""``ebmlab demo``: the lecture's pictures on built-in data, one section per module."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+__all__ = ["SECTIONS", "run_demo"]
+
+# One entry per demo module under ebmlab.demo; each exposes
+# ``run(out: Path, quick: bool) -> list[str]`` (the summary lines it prints) and writes
+# its figures into ``out``.
+SECTIONS: list[str] = [
+    "spine",
+]
+
+
+def run_demo(out: Path, quick: bool = False, sections: list[str] | None = None) -> list[str]:
+    """Run every demo section into ``out`` and return the summary lines."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    for name in sections or SECTIONS:
+        if name not in SECTIONS:
+            raise ValueError(f"unknown demo section {name!r}; choose from {SECTIONS}")
+        start = time.perf_counter()
+        module = importlib.import_module(f"ebmlab.demo.{name}")
+        section_lines = module.run(out, quick)
+        lines.append(f"== {name} ({time.perf_counter() - start:.1f} s)")
+        lines.extend(section_lines)
+        print("\n".join(lines[-len(section_lines) - 1 :]), flush=True)
+    return lines

@@ -1,0 +1,178 @@
+"""The energy contract: ``Energy`` F(x, y), ``LatentEnergy`` E(x, y, z) and ``FunctionEnergy``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ebmlab._checks import check_batch, check_same_device, check_tensor
+
+__all__ = ["Energy", "LatentEnergy", "FunctionEnergy", "check_energy_output"]
+
+
+def check_energy_output(out: object, batch: int, owner: str) -> Tensor:
+    """Check that an energy returned a floating tensor of shape ``(batch,)``."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{owner} returned {type(out).__name__}; expected a torch.Tensor")
+    if not out.is_floating_point():
+        raise TypeError(f"{owner} returned dtype {out.dtype}; expected a floating dtype")
+    if out.shape != (batch,):
+        raise ValueError(
+            f"{owner} returned shape {tuple(out.shape)}; expected (B,) = ({batch},)"
+        )
+    return out
+
+
+class Energy(nn.Module):
+    r"""Base class of an energy :math:`F(x, y)`: a scalar per row, low when ``y`` fits ``x``.
+
+    Subclasses implement ``forward(y, x=None) -> (B,)``. Calling the module validates the
+    inputs and the output (cheap checks, no device synchronisation); hot loops call
+    :meth:`energy_and_grad`, which skips them. Analytic energies override
+    :meth:`energy_and_grad` with a closed-form gradient that needs no autograd graph.
+
+    Attributes:
+        y_shape: the event shape of ``y`` when the energy knows it (``None`` otherwise).
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> class Parabola(eb.Energy):
+        ...     def forward(self, y, x=None):
+        ...         return (y**2).sum(-1)
+        >>> Parabola()(torch.tensor([[1.0, 2.0]]))
+        tensor([5.])
+    """
+
+    y_shape: tuple[int, ...] | None = None
+
+    def __call__(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        check_tensor(y, "y")
+        check_batch(y, x)
+        self.check_y_shape(y)
+        out = super().__call__(y, x)
+        return check_energy_output(out, y.shape[0], type(self).__name__)
+
+    def check_y_shape(self, y: Tensor, name: str = "y") -> None:
+        """Raise ``ValueError`` if ``y``'s event shape disagrees with :attr:`y_shape`."""
+        if self.y_shape is not None and tuple(y.shape[1:]) != tuple(self.y_shape):
+            raise ValueError(
+                f"{name} has shape {tuple(y.shape)}; {type(self).__name__} expects "
+                f"(B, *y_shape) = (B, {', '.join(map(str, self.y_shape))})"
+            )
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(y, x=None)")
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`F(x, y)` of shape ``(B,)`` and :math:`\nabla_y F` shaped like ``y``.
+
+        Both are detached: no autograd graph is kept (use ``forward`` inside training).
+        The default uses autograd; analytic energies override it with a closed form.
+        """
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            e = self.forward(y, x)
+            (g,) = torch.autograd.grad(e.sum(), y)
+        return e.detach(), g
+
+
+class LatentEnergy(nn.Module):
+    r"""Base class of a latent-variable energy :math:`E(x, y, z)`.
+
+    Subclasses implement ``forward(y, z, x=None) -> (B,)``. An energy whose minimiser over
+    ``y`` for fixed ``z`` has a closed form may also implement ``decode(z, x=None)``, used by
+    :func:`ebmlab.manifold`.
+
+    Attributes:
+        y_shape: event shape of ``y`` when known. z_shape: event shape of ``z`` when known.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> class Circle(eb.LatentEnergy):
+        ...     def forward(self, y, z, x=None):
+        ...         return ((y - torch.cat([z.cos(), z.sin()], -1)) ** 2).sum(-1)
+        >>> Circle()(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 1))
+        tensor([0.])
+    """
+
+    y_shape: tuple[int, ...] | None = None
+    z_shape: tuple[int, ...] | None = None
+
+    def __call__(self, y: Tensor, z: Tensor, x: Tensor | None = None) -> Tensor:
+        check_tensor(y, "y")
+        check_tensor(z, "z")
+        if z.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: y has shape {tuple(y.shape)} but z has shape "
+                f"{tuple(z.shape)}; expected equal first dimensions"
+            )
+        check_same_device(y, z, "y", "z")
+        check_batch(y, x)
+        for name, value, shape in (("y", y, self.y_shape), ("z", z, self.z_shape)):
+            if shape is not None and tuple(value.shape[1:]) != tuple(shape):
+                raise ValueError(
+                    f"{name} has shape {tuple(value.shape)}; {type(self).__name__} expects "
+                    f"(B, {', '.join(map(str, shape))})"
+                )
+        out = super().__call__(y, z, x)
+        return check_energy_output(out, y.shape[0], type(self).__name__)
+
+    def forward(
+        self, y: Tensor, z: Tensor, x: Tensor | None = None
+    ) -> Tensor:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(y, z, x=None)")
+
+    def energy_and_grad(
+        self, y: Tensor, z: Tensor, x: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Return :math:`E`, :math:`\nabla_y E` and :math:`\nabla_z E`, all detached."""
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            z = z.detach().requires_grad_(True)
+            e = self.forward(y, z, x)
+            gy, gz = torch.autograd.grad(e.sum(), (y, z))
+        return e.detach(), gy, gz
+
+
+class FunctionEnergy(Energy):
+    r"""Wrap any callable ``fn(y, x) -> (B,)`` as an :class:`Energy`.
+
+    Args:
+        fn: the energy; called as ``fn(y, x)`` with ``x`` possibly ``None``.
+        grad_fn: optional closed-form gradient ``grad_fn(y, x)`` shaped like ``y``; when
+            given, :meth:`energy_and_grad` uses it instead of autograd.
+        y_shape: optional event shape of ``y``, used for validation and by ``eb.infer``.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> f = eb.FunctionEnergy(lambda y, x: ((y**2 - x) ** 2).sum(-1))
+        >>> f(torch.tensor([[2.0]]), x=torch.tensor([[4.0]]))
+        tensor([0.])
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Tensor, Tensor | None], Tensor],
+        *,
+        grad_fn: Callable[[Tensor, Tensor | None], Tensor] | None = None,
+        y_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"fn must be callable; got {type(fn).__name__}")
+        if grad_fn is not None and not callable(grad_fn):
+            raise TypeError(f"grad_fn must be callable or None; got {type(grad_fn).__name__}")
+        self.fn = fn
+        self.grad_fn = grad_fn
+        self.y_shape = None if y_shape is None else tuple(int(s) for s in y_shape)
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        return self.fn(y, x)
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.grad_fn is None:
+            return super().energy_and_grad(y, x)
+        with torch.no_grad():
+            return self.fn(y, x), self.grad_fn(y, x)

@@ -1,0 +1,22 @@
+"""Inference: batched multi-start solvers, merging of minima, and discrete search."""
+
+from ebmlab.inference.adam import Adam
+from ebmlab.inference.discrete import argmin_discrete
+from ebmlab.inference.gradient_descent import GradientDescent
+from ebmlab.inference.infer import SOLVERS, infer, minimize
+from ebmlab.inference.lbfgs import LBFGS
+from ebmlab.inference.result import Inference
+from ebmlab.inference.solver import Objective, Solver
+
+__all__ = [
+    "infer",
+    "minimize",
+    "argmin_discrete",
+    "Inference",
+    "Objective",
+    "Solver",
+    "Adam",
+    "GradientDescent",
+    "LBFGS",
+    "SOLVERS",
+]
