@@ -7,6 +7,15 @@ from ebmlab.inference import Inference, argmin_discrete, infer
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # ebmlab.plot imports matplotlib, so it is loaded only when first used.
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module("ebmlab.plot")
+    raise AttributeError(f"module 'ebmlab' has no attribute {name!r}")
+
 __all__ = [
     "Energy",
     "LatentEnergy",
@@ -16,4 +25,5 @@ __all__ = [
     "infer",
     "argmin_discrete",
     "Inference",
+    "plot",
 ]

@@ -1,0 +1,116 @@
+"""Shared benchmark harness: timing with medians, thread control, JSON + markdown output.
+
+Every benchmark runs the library and a hand-written PyTorch baseline of the same math in the
+same process, alternating their order, and reports medians and the ratio library/baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """A one-line description of the machine the figures come from."""
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
+    ).replace("  ", " ")
+
+
+def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time in seconds of ``fn()`` over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compare(
+    library: Callable[[], object],
+    baseline: Callable[[], object],
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict[str, float]:
+    """Time ``library`` and ``baseline`` alternately; return medians and their ratio."""
+    for _ in range(warmup):
+        library()
+        baseline()
+    lib, base = [], []
+    for i in range(repeats):
+        pair = [(library, lib), (baseline, base)]
+        for fn, store in pair if i % 2 == 0 else pair[::-1]:
+            start = time.perf_counter()
+            fn()
+            store.append(time.perf_counter() - start)
+    lib_s, base_s = statistics.median(lib), statistics.median(base)
+    return {"library_s": lib_s, "baseline_s": base_s, "ratio": lib_s / base_s}
+
+
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """Peak CPU memory allocated by torch tensors during ``fn()`` (MiB), via the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    peak = cur = 0
+    events = sorted(
+        (e for e in prof.events() if getattr(e, "cpu_memory_usage", 0)),
+        key=lambda e: e.time_range.start,
+    )
+    for e in events:
+        cur += e.cpu_memory_usage
+        peak = max(peak, cur)
+    return peak / 2**20
+
+
+def python_peak_mb(fn: Callable[[], object]) -> float:
+    """Peak Python-heap memory of ``fn()`` (MiB); tensors are not counted."""
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def with_threads(n: int, fn: Callable[[], object]) -> object:
+    """Run ``fn`` with ``torch.set_num_threads(n)``, restoring the old count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+def write(name: str, rows: list[dict[str, object]], columns: list[str], notes: str = "") -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` (a markdown table)."""
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"benchmark": name, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    (RESULTS / f"{name}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    lines = [f"### {name}", "", f"Machine: {meta['machine']}; {meta['date']}.", ""]
+    if notes:
+        lines += [notes, ""]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
