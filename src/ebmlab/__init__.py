@@ -1,6 +1,6 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import energies
+from ebmlab import data, energies
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.inference import Inference, argmin_discrete, infer
@@ -21,6 +21,7 @@ __all__ = [
     "LatentEnergy",
     "FunctionEnergy",
     "energies",
+    "data",
     "Box",
     "infer",
     "argmin_discrete",

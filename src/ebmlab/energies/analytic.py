@@ -43,7 +43,9 @@ class Quadratic(Energy):
     """
 
     def __init__(
-        self, precision: Sequence[Sequence[float]] | Tensor, mean: Sequence[float] | Tensor | None = None
+        self,
+        precision: Sequence[Sequence[float]] | Tensor,
+        mean: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__()
         a = _as_param(precision, "precision", 2)
@@ -113,8 +115,10 @@ class GaussianMixture(Energy):
             ) from err
         if not (s > 0).all():
             raise ValueError("scales must be > 0")
-        w = torch.full((k,), 1.0 / k, dtype=mu.dtype) if weights is None else _as_param(
-            weights, "weights", 1
+        w = (
+            torch.full((k,), 1.0 / k, dtype=mu.dtype)
+            if weights is None
+            else _as_param(weights, "weights", 1)
         )
         if w.shape != (k,) or not (w > 0).all():
             raise ValueError(f"weights must be ({k},) and > 0; got {w}")

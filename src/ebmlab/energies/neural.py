@@ -52,7 +52,9 @@ class MLPEnergy(Energy):
         check_positive_int(y_dim, "y_dim")
         check_positive_int(x_dim, "x_dim", minimum=0)
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
+            )
         widths = [y_dim + x_dim, *(check_positive_int(h, "hidden") for h in hidden), 1]
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):

@@ -60,9 +60,7 @@ class Minimization:
 
 
 def _select(state: SolverState, keep: Tensor) -> SolverState:
-    return {
-        k: (v[keep] if isinstance(v, Tensor) and v.ndim > 0 else v) for k, v in state.items()
-    }
+    return {k: (v[keep] if isinstance(v, Tensor) and v.ndim > 0 else v) for k, v in state.items()}
 
 
 def minimize(
@@ -106,7 +104,9 @@ def minimize(
             continue
         flat_g = (y - objective.project(y - grad)).reshape(y.shape[0], -1)
         is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
-        is_done = (flat_g.norm(dim=-1) <= gtol) | ((energy - e_check).abs() <= ftol * (1 + energy.abs()))
+        is_done = (flat_g.norm(dim=-1) <= gtol) | (
+            (energy - e_check).abs() <= ftol * (1 + energy.abs())
+        )
         is_done = is_done & ~is_bad
         leaving = is_done | is_bad
         if bool(leaving.any()):
@@ -252,8 +252,10 @@ def infer(
         b = 1
         ref = init if isinstance(init, Tensor) else next(iter(energy.parameters()), None)
         dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
-        device = torch.device(device) if device is not None else (
-            ref.device if ref is not None else torch.device("cpu")
+        device = (
+            torch.device(device)
+            if device is not None
+            else (ref.device if ref is not None else torch.device("cpu"))
         )
     if merge_tol is None:
         merge_tol = 1e-3 * domain.diameter if domain is not None else 1e-2
@@ -265,9 +267,7 @@ def infer(
     check_batch(y0, xr, y_name="starts", x_name="x repeated per start")
     # Validate the energy once on the first start of each input; the loop then runs unchecked.
     probe_x = None if x is None else x
-    check_energy_output(
-        energy.forward(y0[::s], probe_x), b, f"{type(energy).__name__}.forward"
-    )
+    check_energy_output(energy.forward(y0[::s], probe_x), b, f"{type(energy).__name__}.forward")
     project = domain.project if domain is not None else None
     objective = Objective(energy.energy_and_grad, xr, project)
     run = minimize(

@@ -112,12 +112,14 @@ class LBFGS:
         sy = (s_new * dg_new).sum(-1)
         is_pair = is_done & (sy > 1e-10 * s_new.norm(dim=-1) * dg_new.norm(dim=-1))
         rho_new = torch.where(is_pair, 1.0 / torch.where(is_pair, sy, 1.0), 0.0)
+
         # Newest pair first; problems without a usable pair keep their old history.
-        keep = is_pair.view(-1, 1, 1)
-        s_hist = torch.where(keep, torch.cat([s_new.unsqueeze(1), state["s"][:, :-1]], 1), state["s"])
-        g_hist = torch.where(keep, torch.cat([dg_new.unsqueeze(1), state["g"][:, :-1]], 1), state["g"])
-        r_hist = torch.where(
-            is_pair.unsqueeze(1), torch.cat([rho_new.unsqueeze(1), state["rho"][:, :-1]], 1), state["rho"]
-        )
+        def push(new: Tensor, old: Tensor) -> Tensor:
+            shifted = torch.cat([new.unsqueeze(1), old[:, :-1]], 1)
+            return torch.where(is_pair.view(-1, *([1] * (old.ndim - 1))), shifted, old)
+
+        s_hist = push(s_new, state["s"])
+        g_hist = push(dg_new, state["g"])
+        r_hist = push(rho_new, state["rho"])
         new_state = {"s": s_hist, "g": g_hist, "rho": r_hist, "count": int(state["count"]) + 1}
         return y_new.reshape(shape), e_new, g_new.reshape(shape), new_state

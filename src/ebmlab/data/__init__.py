@@ -1,0 +1,3 @@
+"""Built-in data sets, all generated in code (nothing is downloaded)."""
+
+__all__: list[str] = []
