@@ -38,8 +38,8 @@ class Quadratic(Energy):
     Example:
         >>> import torch, ebmlab as eb
         >>> q = eb.energies.Quadratic(torch.eye(2) * 2.0, mean=[1.0, 0.0])
-        >>> q(torch.tensor([[0.0, 0.0]]))
-        tensor([1.])
+        >>> q(torch.tensor([[0.0, 0.0]])).tolist()
+        [1.0]
     """
 
     def __init__(

@@ -222,9 +222,8 @@ def infer(
         ...                generator=torch.Generator().manual_seed(0))
         >>> res.count.tolist()
         [2, 2]
-        >>> res.y[..., 0].sort(-1).values.round(decimals=3)
-        tensor([[-2., 2.],
-                [-1., 1.]])
+        >>> res.y[..., 0].sort(-1).values.round(decimals=3).tolist()
+        [[-2.0, 2.0], [-1.0, 1.0]]
     """
     if not isinstance(energy, Energy):
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
