@@ -165,7 +165,7 @@ def infer(
     x: Tensor | None = None,
     *,
     y_shape: tuple[int, ...] | None = None,
-    num_starts: int = 32,
+    num_starts: int | None = None,
     domain: Box | None = None,
     solver: Solver | str | None = None,
     generator: torch.Generator | None = None,
@@ -191,7 +191,7 @@ def infer(
         energy: the energy F (an :class:`ebmlab.Energy`).
         x: conditioning inputs (B, *x_shape), or ``None`` (then B = 1).
         y_shape: event shape of y; taken from ``domain`` or ``energy.y_shape`` if omitted.
-        num_starts: starts S per input.
+        num_starts: starts S per input; default 32, or the number of rows of ``init``.
         domain: a :class:`ebmlab.Box`: starts are uniform in it and iterates are projected.
         solver: ``"adam"`` (default), ``"gd"``, ``"lbfgs"`` or a solver instance.
         generator: random source for the starts.
@@ -227,7 +227,6 @@ def infer(
     """
     if not isinstance(energy, Energy):
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
-    s = check_positive_int(num_starts, "num_starts")
     check_positive_int(max_steps, "max_steps", minimum=0)
     check_positive_int(check_every, "check_every")
     check_positive(gtol, "gtol")
@@ -239,6 +238,10 @@ def infer(
     if shape is None:
         raise ValueError("y_shape is needed: pass y_shape=..., a domain, or an energy with y_shape")
     shape = tuple(int(v) for v in shape)
+    if num_starts is None:
+        has_rows = isinstance(init, Tensor) and init.ndim > len(shape)
+        num_starts = init.shape[init.ndim - len(shape) - 1] if has_rows else 32
+    s = check_positive_int(num_starts, "num_starts")
     if domain is not None and domain.shape != shape:
         raise ValueError(f"domain has shape {domain.shape} but y_shape is {shape}")
     if energy.y_shape is not None and tuple(energy.y_shape) != shape:
