@@ -294,7 +294,11 @@ def assemble(
     points = run.y.reshape(b, s, d)
     e = run.energy.reshape(b, s)
     is_diverged = run.is_diverged.reshape(b, s)
-    order, is_minimum, count, e_sorted = merge_minima(points, e, ~is_diverged, merge_tol)
+    is_converged = run.is_converged.reshape(b, s)
+    # Unconverged end points are counted in num_unconverged; they are merged as minima only
+    # for inputs where no start converged (and then flagged converged=False).
+    is_kept = ~is_diverged & (is_converged | ~is_converged.any(1, keepdim=True))
+    order, is_minimum, count, e_sorted = merge_minima(points, e, is_kept, merge_tol)
     if bool((count == 0).any()):
         bad = torch.nonzero(count == 0).flatten().tolist()
         raise ValueError(
@@ -310,8 +314,8 @@ def assemble(
     y = torch.gather(points, 1, pick.unsqueeze(-1).expand(b, k, d)).reshape(b, k, *shape)
     energy = torch.gather(e_sorted, 1, rank)
     energy = torch.where(valid, energy, torch.full_like(energy, float("inf")))
-    converged = torch.gather(run.is_converged.reshape(b, s), 1, pick) & valid
-    num_unconverged = (~run.is_converged.reshape(b, s) & ~is_diverged).sum(1)
+    converged = torch.gather(is_converged, 1, pick) & valid
+    num_unconverged = (~is_converged & ~is_diverged).sum(1)
     traj = None
     if run.trajectory is not None:
         traj = run.trajectory.reshape(run.trajectory.shape[0], b, s, *shape)

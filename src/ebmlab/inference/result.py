@@ -21,8 +21,9 @@ class Inference:
         count: (B,) the number of distinct minima per input.
         converged: (B, K) whether the start that reached each minimum met the tolerance.
         num_steps: the number of solver steps taken (the largest over starts).
-        num_unconverged: (B,) starts that hit ``max_steps`` before converging (reported,
-            and still merged into the minima, flagged by ``converged``).
+        num_unconverged: (B,) starts that hit ``max_steps`` before converging. Their end
+            points are not minima; they are merged (flagged ``converged=False``) only for
+            inputs where no start converged.
         num_diverged: (B,) starts whose energy or gradient became non-finite (dropped).
         trajectory: (T, B, S, *y_shape) every start's path, when requested.
         z: (B, K, *z_shape) the latent part of joint (y, z) minima, for a ``LatentEnergy``.

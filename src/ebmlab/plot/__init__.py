@@ -3,6 +3,7 @@
 ``import ebmlab`` does not import this module; ``ebmlab.plot`` is loaded on first use.
 """
 
-from ebmlab.plot.landscape import landscape, modes, trajectories
+from ebmlab.plot.figure import save, subplots
+from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
 
-__all__ = ["landscape", "modes", "trajectories"]
+__all__ = ["landscape", "modes", "trajectories", "conditional", "subplots", "save"]

@@ -19,7 +19,14 @@ if TYPE_CHECKING:
 
     from ebmlab.inference.result import Inference
 
-__all__ = ["landscape", "modes", "trajectories", "axes_or_new", "evaluate_grid"]
+__all__ = [
+    "landscape",
+    "modes",
+    "trajectories",
+    "conditional",
+    "axes_or_new",
+    "evaluate_grid",
+]
 
 
 def axes_or_new(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
@@ -170,4 +177,40 @@ def trajectories(paths: Tensor, *, ax: Axes | None = None, max_paths: int = 64) 
     for s in range(min(p.shape[1], max_paths)):
         ax.plot(p[:, s, 0], p[:, s, 1], color="white", lw=0.8, alpha=0.8)
         ax.plot(p[0, s, 0], p[0, s, 1], "o", color="white", ms=2.5)
+    return ax
+
+
+@torch.no_grad()
+def conditional(
+    energy: Energy,
+    *,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    num: int = 200,
+    ax: Axes | None = None,
+    clip_quantile: float | None = 0.9,
+    cmap: str = "magma",
+) -> Axes:
+    r"""Draw a conditional energy :math:`F(x, y)` with scalar x and y over the (x, y) plane.
+
+    The picture of an implicit function: dark valleys are the y compatible with each x.
+
+    Example:
+        >>> import ebmlab as eb
+        >>> f = eb.FunctionEnergy(lambda y, x: ((y**2 - x) ** 2).sum(-1))
+        >>> ax = eb.plot.conditional(f, x_range=(0, 4), y_range=(-3, 3), num=30)
+    """
+    ax = axes_or_new(ax)
+    ref = next(iter(energy.parameters()), None)
+    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    box = Box([x_range[0], y_range[0]], [x_range[1], y_range[1]])
+    grid = box.grid(num, dtype=dtype)
+    pts = grid.points
+    values = energy(pts[:, 1:], pts[:, :1]).reshape(num, num).cpu().double()
+    vmax = float(torch.quantile(values.flatten(), clip_quantile)) if clip_quantile else None
+    mesh = ax.pcolormesh(grid.axes[0].cpu(), grid.axes[1].cpu(), values.T, shading="auto",
+                         cmap=cmap, vmax=vmax)
+    ax.figure.colorbar(mesh, ax=ax, label="F(x, y)")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
     return ax
