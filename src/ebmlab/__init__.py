@@ -1,6 +1,6 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies
+from ebmlab import data, energies, losses
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.inference import Inference, argmin_discrete, infer
@@ -22,6 +22,7 @@ __all__ = [
     "FunctionEnergy",
     "energies",
     "data",
+    "losses",
     "Box",
     "infer",
     "argmin_discrete",
