@@ -1,9 +1,10 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies, losses
+from ebmlab import data, energies, losses, training
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.inference import Inference, argmin_discrete, infer
+from ebmlab.training import History, fit
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,7 @@ __all__ = [
     "argmin_discrete",
     "Inference",
     "plot",
+    "training",
+    "fit",
+    "History",
 ]

@@ -1,0 +1,527 @@
+r"""Negatives: the "offending" answers whose energy a contrastive loss pushes up.
+
+Every negative source is a small object called as ``negatives(energy, y, x=None, *,
+generator)``; it returns one negative per positive, shaped like ``y`` (B, *y_shape), or ``num``
+per positive, (B, num, *y_shape). All randomness comes from ``generator``: with the same
+generator state the result is bit-identical on CPU. Sources that keep state across calls (a
+replay buffer) expose ``state_dict()`` / ``load_state_dict()`` holding tensors only, which
+:func:`ebmlab.fit` stores in its checkpoints.
+
+References:
+    LeCun, Chopra, Hadsell, Ranzato & Huang, "A Tutorial on Energy-Based Learning", 2006
+    (most offending incorrect answer, section 2.2).
+    Hinton, "Training Products of Experts by Minimizing Contrastive Divergence", 2002.
+    Tieleman, "Training Restricted Boltzmann Machines using Approximations to the Likelihood
+    Gradient", 2008 (persistent chains).
+    Du & Mordatch, "Implicit Generation and Generalization in Energy-Based Models", 2019,
+    arXiv:1903.08689 (replay buffer with 5 % re-initialisation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ebmlab._checks import check_positive, check_positive_int, check_tensor
+from ebmlab.domain import Box
+from ebmlab.energy import Energy
+
+__all__ = [
+    "Negatives",
+    "MostOffending",
+    "Sampled",
+    "Uniform",
+    "Gaussian",
+    "Shuffled",
+    "NEGATIVES",
+    "check_negatives_output",
+]
+
+
+class Negatives(Protocol):
+    """The common call signature of every negative source."""
+
+    def __call__(
+        self,
+        energy: Energy,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
+
+
+def _repeat(x: Tensor | None, k: int) -> Tensor | None:
+    return None if x is None else x.repeat_interleave(k, dim=0)  # (B, ...) -> (B*k, ...)
+
+
+def _check_domain(domain: object, name: str = "domain") -> Box | None:
+    if domain is not None and not isinstance(domain, Box):
+        raise TypeError(f"{name} must be an ebmlab.Box or None; got {type(domain).__name__}")
+    return domain
+
+
+class MostOffending:
+    r"""The most offending incorrect answer: the lowest-energy :math:`y` at least ε from the truth.
+
+    :math:`\bar y_i = \arg\min_{\lVert y - y_i\rVert \ge \varepsilon} F(x_i, y)`. The minimum of
+    F over that region is either an unconstrained local minimum lying in it or a point of its
+    boundary sphere, so both are searched: ``eb.infer`` finds the distinct minima of
+    :math:`F(x_i, \cdot)` (multi-start), and projected gradient descent on the sphere
+    :math:`\lVert y - y_i\rVert = \varepsilon` (from ``num_boundary`` random directions) finds
+    the best boundary point; the lower of the two is returned. No gradient flows through the
+    search (the loss differentiates :math:`F(x_i, \bar y_i)` only with respect to the
+    parameters).
+
+    Args:
+        epsilon: the exclusion radius ε > 0 around the correct answer.
+        domain: optional :class:`ebmlab.Box`: starts are uniform in it and iterates stay in it.
+        num_starts: multi-start count for the unconstrained search.
+        num_boundary: random directions for the boundary search (0 to skip it).
+        solver: an inference solver or its name (default Adam).
+        max_steps: steps of each search.
+        lr: step size of the boundary search, relative to ε (each step moves about
+            ``lr * epsilon``).
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> dw = eb.energies.DoubleWell(1)
+        >>> neg = eb.training.negatives.MostOffending(0.5, num_starts=8)
+        >>> y_bar = neg(dw, torch.tensor([[1.0]]), generator=torch.Generator().manual_seed(0))
+        >>> y_bar.round(decimals=3).tolist()
+        [[-1.0]]
+    """
+
+    def __init__(
+        self,
+        epsilon: float,
+        *,
+        domain: Box | None = None,
+        num_starts: int = 16,
+        num_boundary: int = 8,
+        solver: Any = None,
+        max_steps: int = 200,
+        lr: float = 0.1,
+    ) -> None:
+        self.epsilon = check_positive(epsilon, "epsilon")
+        self.domain = _check_domain(domain)
+        self.num_starts = check_positive_int(num_starts, "num_starts")
+        self.num_boundary = check_positive_int(num_boundary, "num_boundary", minimum=0)
+        self.solver = solver
+        self.max_steps = check_positive_int(max_steps, "max_steps")
+        self.lr = check_positive(lr, "lr")
+
+    def __repr__(self) -> str:
+        return f"MostOffending(epsilon={self.epsilon}, num_starts={self.num_starts})"
+
+    def __call__(
+        self,
+        energy: Energy,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        from ebmlab.inference import infer
+
+        b, shape = y.shape[0], tuple(y.shape[1:])
+        y = y.detach()
+        res = infer(
+            energy, x, y_shape=shape, num_starts=self.num_starts, domain=self.domain,
+            solver=self.solver, generator=generator, max_steps=self.max_steps,
+            dtype=y.dtype, device=y.device,
+        )
+        minima = res.y.expand(b, *res.y.shape[1:])  # (1 or B, K, *shape) -> (B, K, *shape)
+        e_min = res.energy.expand(b, -1)
+        dist = (minima - y.unsqueeze(1)).flatten(2).norm(dim=-1)  # (B, K)
+        is_far = res.valid.expand(b, -1) & (dist >= self.epsilon)
+        e_far = torch.where(is_far, e_min, torch.full_like(e_min, math.inf))
+        pick = e_far.argmin(dim=1)
+        best = minima[torch.arange(b, device=y.device), pick]  # (B, *shape)
+        best_e = e_far.gather(1, pick.unsqueeze(1)).squeeze(1)
+        if self.num_boundary:
+            yb, eb_ = self._boundary(energy, y, x, generator)
+            take = eb_ < best_e
+            best = torch.where(take.reshape(b, *([1] * len(shape))), yb, best)
+        return best
+
+    def _boundary(
+        self, energy: Energy, y: Tensor, x: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Minimise F on the sphere of radius ε around each ``y``; return points and energies."""
+        from ebmlab.inference import GradientDescent, Objective, minimize
+
+        b, s, shape = y.shape[0], self.num_boundary, tuple(y.shape[1:])
+        centre = y.repeat_interleave(s, dim=0)  # (B*S, *shape)
+        eps = self.epsilon
+
+        def onto_sphere(v: Tensor) -> Tensor:
+            d = v - centre
+            norm = d.flatten(1).norm(dim=-1).clamp_min(1e-30)
+            return centre + d * (eps / norm).reshape(-1, *([1] * len(shape)))
+
+        u = torch.randn(centre.shape, generator=generator, dtype=y.dtype, device=y.device)
+        xr = _repeat(x, s)
+
+        def energy_and_unit_grad(v: Tensor, xx: Tensor | None) -> tuple[Tensor, Tensor]:
+            # Normalised gradient: each step moves about lr·ε whatever F's scale.
+            e, g = energy.energy_and_grad(v, xx)
+            norm = g.flatten(1).norm(dim=-1).clamp_min(1e-30)
+            return e, g / norm.reshape(-1, *([1] * len(shape)))
+
+        objective = Objective(energy_and_unit_grad, xr, onto_sphere)
+        run = minimize(
+            objective, onto_sphere(centre + u), GradientDescent(lr=self.lr * eps),
+            max_steps=self.max_steps, gtol=1e-12, ftol=1e-12, is_early_stop=False,
+        )
+        e = run.energy.reshape(b, s)
+        points = run.y.reshape(b, s, *shape)
+        if self.domain is not None:
+            e = torch.where(self.domain.contains(points), e, torch.full_like(e, math.inf))
+        e = torch.where(torch.isfinite(e), e, torch.full_like(e, math.inf))
+        pick = e.argmin(dim=1)
+        rows = torch.arange(b, device=y.device)
+        return points[rows, pick], e[rows, pick]
+
+
+class _RingBuffer:
+    """A fixed-capacity store of past chain states (tensor-only state, for checkpoints)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = check_positive_int(capacity, "buffer_size")
+        self.data: Tensor | None = None
+        self.size = 0
+
+    def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        assert self.data is not None  # noqa: S101 - internal invariant
+        idx = torch.randint(self.size, (n,), generator=generator, device=self.data.device)
+        return self.data[idx]
+
+    def push(self, y: Tensor, generator: torch.Generator | None) -> None:
+        y = y.detach()
+        if self.data is None:
+            self.data = torch.empty(
+                (self.capacity, *y.shape[1:]), dtype=y.dtype, device=y.device
+            )
+        n = y.shape[0]
+        if self.size < self.capacity:
+            take = min(n, self.capacity - self.size)
+            self.data[self.size : self.size + take] = y[:take]
+            self.size += take
+            y = y[take:]
+            n = y.shape[0]
+        if n:
+            # Full: overwrite uniformly chosen slots (reservoir-like, keeps old modes alive).
+            idx = torch.randint(self.capacity, (n,), generator=generator, device=y.device)
+            self.data[idx] = y
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {"size": torch.tensor(self.size)}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.size = int(state["size"])
+        self.data = state["data"].clone() if "data" in state else None
+
+
+class Sampled:
+    r"""Negatives drawn by MCMC on :math:`p \propto e^{-\beta F}`: CD, noise-started or persistent.
+
+    Chains start from the data (``init="data"``: contrastive divergence CD-k), from noise
+    (``"noise"``: uniform in ``domain``, or :math:`N(0, s^2)` without one) or from a replay
+    buffer of past chain ends (``"buffer"``: persistent CD, with a fraction ``reinit`` restarted
+    from noise), then run ``num_steps`` steps. Without ``sampler`` the step is unadjusted
+    Langevin :math:`y' = y - h\nabla_y F + \sqrt{2h/\beta}\,\xi`, written inline so training
+    pays nothing for it; pass any kernel of ``eb.samplers`` (Langevin, MALA, HMC) to use it
+    instead. With a ``domain``, the built-in chains are projected back into it after each step
+    (a kernel keeps its chains in the domain it was built with).
+
+    Args:
+        num_steps: MCMC steps k per call.
+        step_size: Langevin step h (ignored when ``sampler`` is given).
+        beta: inverse temperature β of the built-in Langevin step.
+        init: ``"data"``, ``"noise"`` or ``"buffer"``.
+        num: negatives per positive (``None``: one, shaped like ``y``).
+        domain: a :class:`ebmlab.Box` for noise starts and projection.
+        noise_scale: standard deviation s of Gaussian noise starts without a domain.
+        buffer_size: capacity of the replay buffer (``init="buffer"``).
+        reinit: fraction of buffer chains restarted from noise each call.
+        sampler: an ``eb.samplers`` kernel with ``init(y0, energy, x)`` and
+            ``step(state, energy, x, *, generator)``.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> q = eb.energies.Quadratic(torch.eye(1))
+        >>> neg = eb.training.negatives.Sampled(num_steps=5, step_size=0.1, init="noise")
+        >>> neg(q, torch.zeros(4, 1), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 1])
+    """
+
+    INITS = ("data", "noise", "buffer")
+
+    def __init__(
+        self,
+        num_steps: int = 10,
+        step_size: float = 0.01,
+        *,
+        beta: float = 1.0,
+        init: str = "data",
+        num: int | None = None,
+        domain: Box | None = None,
+        noise_scale: float = 1.0,
+        buffer_size: int = 10000,
+        reinit: float = 0.05,
+        sampler: Any = None,
+    ) -> None:
+        self.num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
+        self.step_size = check_positive(step_size, "step_size")
+        self.beta = check_positive(beta, "beta")
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}; got {init!r}")
+        self.init = init
+        self.num = None if num is None else check_positive_int(num, "num")
+        self.domain = _check_domain(domain)
+        self.noise_scale = check_positive(noise_scale, "noise_scale")
+        if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) or not (
+            0.0 <= reinit <= 1.0
+        ):
+            raise ValueError(f"reinit must be a fraction in [0, 1]; got {reinit!r}")
+        self.reinit = float(reinit)
+        if sampler is not None and not (hasattr(sampler, "init") and hasattr(sampler, "step")):
+            raise TypeError(
+                f"sampler must be an eb.samplers kernel with init() and step(); "
+                f"got {type(sampler).__name__}"
+            )
+        self.sampler = sampler
+        self.buffer = _RingBuffer(buffer_size) if init == "buffer" else None
+        self._noise_std = math.sqrt(2 * self.step_size / self.beta)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sampled(num_steps={self.num_steps}, step_size={self.step_size}, "
+            f"init={self.init!r}, sampler={self.sampler!r})"
+        )
+
+    def noise(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Return ``n`` noise starts shaped like the rows of ``like``."""
+        if self.domain is not None:
+            return self.domain.sample(n, generator=generator, dtype=like.dtype, device=like.device)
+        shape = (n, *like.shape[1:])
+        noise = torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+        return self.noise_scale * noise
+
+    def __call__(
+        self,
+        energy: Energy,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        k = self.num or 1
+        b = y.shape[0]
+        y = y.detach()
+        n = b * k
+        if self.init == "data":
+            y0 = y.repeat_interleave(k, dim=0) if k > 1 else y.clone()
+        elif self.init == "noise" or self.buffer.size == 0:
+            y0 = self.noise(n, y, generator)
+        else:
+            y0 = self.buffer.sample(n, generator)
+            if self.reinit > 0:
+                fresh = self.noise(n, y, generator)
+                u = torch.rand(n, generator=generator, dtype=y.dtype, device=y.device)
+                is_fresh = (u < self.reinit).reshape(n, *([1] * (y.ndim - 1)))
+                y0 = torch.where(is_fresh, fresh, y0)
+        out = self._run(energy, y0, _repeat(x, k) if k > 1 else x, generator)
+        if self.buffer is not None:
+            self.buffer.push(out, generator)
+        return out if self.num is None else out.reshape(b, k, *y.shape[1:])
+
+    def _run(
+        self, energy: Energy, y: Tensor, x: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
+        if self.sampler is not None:
+            state = self.sampler.init(y, energy, x)
+            for _ in range(self.num_steps):
+                state, _info = self.sampler.step(state, energy, x, generator=generator)
+            return state.position.detach()
+        h, std = self.step_size, self._noise_std
+        for _ in range(self.num_steps):
+            _, g = energy.energy_and_grad(y, x)
+            xi = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+            y = y - h * g + std * xi
+            if self.domain is not None:
+                y = self.domain.project(y)
+        return y
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Return the replay buffer's tensors (empty without a buffer)."""
+        return {} if self.buffer is None else self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the replay buffer from :meth:`state_dict`."""
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state)
+
+
+class Uniform:
+    r"""Negatives drawn uniformly in a :class:`ebmlab.Box` (the noise of NCE-like losses).
+
+    Args:
+        domain: the box.
+        num: negatives per positive (``None``: one, shaped like ``y``).
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> neg = eb.training.negatives.Uniform(eb.Box([-1.0], [1.0]), num=3)
+        >>> neg(None, torch.zeros(2, 1), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3, 1])
+    """
+
+    def __init__(self, domain: Box, *, num: int | None = None) -> None:
+        if not isinstance(domain, Box):
+            raise TypeError(f"domain must be an ebmlab.Box; got {type(domain).__name__}")
+        self.domain = domain
+        self.num = None if num is None else check_positive_int(num, "num")
+
+    def __repr__(self) -> str:
+        return f"Uniform({self.domain!r}, num={self.num})"
+
+    def log_prob(self, y: Tensor, event_ndim: int | None = None) -> Tensor:
+        """Return the log density :math:`-\\log |D|` inside the box and ``-inf`` outside.
+
+        ``event_ndim`` is accepted for symmetry with :class:`Gaussian`; the box knows it.
+        """
+        batch = y.shape[: y.ndim - len(self.domain.shape)]
+        inside = self.domain.contains(y)
+        value = torch.full(batch, -math.log(self.domain.volume), dtype=y.dtype, device=y.device)
+        return torch.where(inside, value, torch.full_like(value, -math.inf))
+
+    def __call__(
+        self,
+        energy: Energy | None,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        b = y.shape[0]
+        shape = (b,) if self.num is None else (b, self.num)
+        return self.domain.sample(*shape, generator=generator, dtype=y.dtype, device=y.device)
+
+
+class Gaussian:
+    r"""Negatives drawn from an isotropic Gaussian :math:`N(\mu, s^2 I)`, with its log density.
+
+    The usual noise of noise-contrastive estimation (:func:`ebmlab.losses.nce` needs
+    :meth:`log_prob`): it should cover the data, so pick ``scale`` about the data's spread.
+
+    Args:
+        scale: standard deviation s.
+        mean: the centre :math:`\mu`, a number or a tensor of the event shape.
+        num: negatives per positive (``None``: one, shaped like ``y``).
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> noise = eb.training.negatives.Gaussian(2.0, num=4)
+        >>> noise(None, torch.zeros(3, 2), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 4, 2])
+        >>> round(float(noise.log_prob(torch.zeros(1, 2))), 4)  # -log(2 pi s^2)
+        -3.2242
+    """
+
+    def __init__(
+        self, scale: float = 1.0, *, mean: float | Tensor = 0.0, num: int | None = None
+    ) -> None:
+        self.scale = check_positive(scale, "scale")
+        self.mean = mean if isinstance(mean, Tensor) else float(mean)
+        self.num = None if num is None else check_positive_int(num, "num")
+
+    def __repr__(self) -> str:
+        return f"Gaussian(scale={self.scale}, num={self.num})"
+
+    def log_prob(self, y: Tensor, event_ndim: int = 1) -> Tensor:
+        r"""Return :math:`\log N(y; \mu, s^2 I)`, summed over the last ``event_ndim`` dims."""
+        z = (y - self.mean) / self.scale
+        dims = tuple(range(y.ndim - event_ndim, y.ndim))
+        d = math.prod(y.shape[y.ndim - event_ndim :])
+        return -0.5 * (z * z).sum(dims) - d * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
+
+    def __call__(
+        self,
+        energy: Energy | None,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        b = y.shape[0]
+        shape = (b, *y.shape[1:]) if self.num is None else (b, self.num, *y.shape[1:])
+        z = torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device)
+        return self.mean + self.scale * z
+
+
+class Shuffled:
+    r"""Mismatched pairs from the batch: the negative of :math:`(x_i, y_i)` is :math:`y_{\pi(i)}`.
+
+    :math:`\pi` is a uniformly random cyclic derangement (no :math:`y_i` is its own negative):
+    positions are permuted at random and each takes the ``y`` of the next one. Useful for
+    conditional energies, where another input's answer is a natural wrong answer.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> y = torch.arange(5.0).unsqueeze(-1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> neg = eb.training.negatives.Shuffled()(None, y, generator=g)
+        >>> bool((neg != y).all()), sorted(neg.flatten().tolist())
+        (True, [0.0, 1.0, 2.0, 3.0, 4.0])
+    """
+
+    def __repr__(self) -> str:
+        return "Shuffled()"
+
+    def __call__(
+        self,
+        energy: Energy | None,
+        y: Tensor,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        b = y.shape[0]
+        if b < 2:
+            raise ValueError(f"Shuffled negatives need a batch of at least 2; got {b}")
+        perm = torch.randperm(b, generator=generator, device=y.device)
+        source = torch.empty_like(perm)
+        source[perm] = perm.roll(-1)
+        return y.detach()[source]
+
+
+NEGATIVES: dict[str, type] = {
+    "most_offending": MostOffending,
+    "sampled": Sampled,
+    "uniform": Uniform,
+    "gaussian": Gaussian,
+    "shuffled": Shuffled,
+}
+
+
+def check_negatives_output(out: object, y: Tensor) -> Tensor:
+    """Check a negative source returned (B, *y_shape) or (B, K, *y_shape) (used once by fit)."""
+    out = check_tensor(out, "negatives output")
+    shape = tuple(y.shape)
+    if tuple(out.shape) == shape or (
+        out.ndim == y.ndim + 1 and out.shape[0] == shape[0] and tuple(out.shape[2:]) == shape[1:]
+    ):
+        return out
+    raise ValueError(
+        f"negatives returned shape {tuple(out.shape)}; expected {shape} or "
+        f"(B, K, *y_shape) = ({shape[0]}, K, {', '.join(map(str, shape[1:]))})"
+    )
+
