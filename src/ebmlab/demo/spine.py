@@ -15,11 +15,10 @@ __all__ = ["run"]
 
 def _fit_regressor(x: torch.Tensor, y: torch.Tensor, steps: int) -> nn.Module:
     # A plain feed-forward MSE regressor: the explicit function the lecture contrasts with.
-    gen = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                            nn.Linear(32, 1))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
@@ -61,7 +60,7 @@ def run(out: Path, quick: bool) -> list[str]:
     res = eb.infer(energy, x=xs, domain=eb.Box([-2.5], [2.5]), num_starts=16, generator=gen,
                    merge_tol=0.05)
     seconds = time.perf_counter() - start
-    regressor = _fit_regressor(x, y, 150 if quick else 600)
+    regressor = _fit_regressor(x, y, 300 if quick else 1000)
     fig, axes = eb.plot.subplots(2, title="An EBM is an implicit function: y² = x")
     eb.plot.conditional(energy, x_range=(0.0, 4.2), y_range=(-2.5, 2.5), ax=axes[0],
                         num=100 if quick else 200)

@@ -14,13 +14,16 @@ def merge_minima(
     """Merge S end points per input into distinct minima.
 
     Points are visited from the lowest energy up; a point within Euclidean distance ``tol``
-    of an already accepted minimum is a duplicate of it (so each minimum keeps its
-    lowest-energy representative). Cost: one (B, S, S) distance matrix and S vector steps.
+    of an already accepted minimum is a duplicate of it, so each minimum keeps its
+    lowest-energy representative. Implemented by leader extraction: each round accepts the
+    lowest remaining point of every input and removes everything within ``tol`` of it, so
+    the cost is K rounds of O(B × S × D) work (K the largest number of distinct minima) and
+    the memory O(B × S × D) — never an S × S distance matrix.
 
     Args:
         points: (B, S, D) flattened end points.
         energy: (B, S) their energies.
-        is_kept: (B, S) which points may be merged at all (finite, not diverged).
+        is_kept: (B, S) which points may be merged at all (finite, converged).
         tol: merge distance.
 
     Returns:
@@ -31,10 +34,15 @@ def merge_minima(
     energy = torch.where(is_kept, energy, torch.full_like(energy, float("inf")))
     energy_sorted, order = torch.sort(energy, dim=1, stable=True)
     pts = torch.gather(points, 1, order.unsqueeze(-1).expand_as(points))
-    is_close = torch.cdist(pts, pts) <= tol  # (B, S, S)
-    candidate = torch.isfinite(energy_sorted)
-    is_minimum = torch.zeros_like(candidate)
-    for i in range(points.shape[1]):
-        is_dup = (is_close[:, i, :i] & is_minimum[:, :i]).any(-1)
-        is_minimum[:, i] = candidate[:, i] & ~is_dup
+    remaining = torch.isfinite(energy_sorted)
+    is_minimum = torch.zeros_like(remaining)
+    rows = torch.arange(points.shape[0], device=points.device)
+    while bool(remaining.any()):
+        has_any = remaining.any(1)
+        first = remaining.to(torch.uint8).argmax(1)  # the lowest-energy remaining point
+        leader = pts[rows, first]  # (B, D)
+        is_close = (pts - leader.unsqueeze(1)).norm(dim=-1) <= tol
+        is_minimum[rows, first] |= has_any
+        remaining &= ~is_close
+        remaining[rows, first] = False
     return order, is_minimum, is_minimum.sum(1), energy_sorted
