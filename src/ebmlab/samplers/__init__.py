@@ -1,0 +1,40 @@
+"""Sampling kernels (Langevin, MALA, HMC, NUTS), the ``sample`` driver, diagnostics, replay.
+
+A kernel has ``init(y0, energy, x=None) -> State`` and
+``step(state, energy, x=None, *, generator) -> (State, Info)``; :func:`sample` runs one.
+"""
+
+from ebmlab.samplers import diagnostics
+from ebmlab.samplers.adaptation import DualAveraging
+from ebmlab.samplers.driver import Chain, sample
+from ebmlab.samplers.hmc import HMC
+from ebmlab.samplers.integrators import leapfrog, reflect
+from ebmlab.samplers.langevin import Langevin
+from ebmlab.samplers.mala import MALA
+from ebmlab.samplers.metropolis import metropolis_accept
+from ebmlab.samplers.nuts import NUTS
+from ebmlab.samplers.replay import ReplayBuffer
+from ebmlab.samplers.state import HMCInfo, Info, NUTSInfo, State
+
+# Registry of the kernels: a new sampler is one file plus one line here.
+KERNELS = {"langevin": Langevin, "mala": MALA, "hmc": HMC, "nuts": NUTS}
+
+__all__ = [
+    "Langevin",
+    "MALA",
+    "HMC",
+    "NUTS",
+    "KERNELS",
+    "sample",
+    "Chain",
+    "State",
+    "Info",
+    "HMCInfo",
+    "NUTSInfo",
+    "ReplayBuffer",
+    "DualAveraging",
+    "diagnostics",
+    "leapfrog",
+    "reflect",
+    "metropolis_accept",
+]
