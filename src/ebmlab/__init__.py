@@ -4,6 +4,7 @@ from ebmlab import data, energies, losses, training
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.inference import Inference, argmin_discrete, infer
+from ebmlab.samplers import diagnostics, sample
 from ebmlab.training import History, fit
 
 __version__ = "0.1.0"
@@ -32,4 +33,7 @@ __all__ = [
     "training",
     "fit",
     "History",
+    "samplers",
+    "sample",
+    "diagnostics",
 ]
