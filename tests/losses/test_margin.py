@@ -46,7 +46,7 @@ CALLS = {
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_pair_losses_match_hand_computed_values(name):
-    expected = [REFERENCES[name](c, i) for c, i in zip(E_POS, E_NEG)]
+    expected = [REFERENCES[name](c, i) for c, i in zip(E_POS, E_NEG, strict=True)]
     e_pos, e_neg = torch.tensor(E_POS), torch.tensor(E_NEG)
     fn = CALLS[name]
     assert fn(e_pos, e_neg, reduction="none").tolist() == pytest.approx(expected, abs=1e-14)

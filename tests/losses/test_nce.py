@@ -30,7 +30,7 @@ def test_nce_hand_values_several_noise_samples():
     e_noise, log_q_noise = [0.0, 1.0, -0.5], [-1.5, -0.3, -2.0]
     g_data = -e_data - log_q_data - math.log(3)
     expected = _softplus(-g_data) + sum(
-        _softplus(-e - lq - math.log(3)) for e, lq in zip(e_noise, log_q_noise)
+        _softplus(-e - lq - math.log(3)) for e, lq in zip(e_noise, log_q_noise, strict=True)
     )
     got = losses.nce(
         torch.tensor([e_data]),
@@ -133,7 +133,9 @@ def test_nce_losses_gradcheck():
             "e_noise has shape",
         ),
         (
-            lambda: losses.nce(torch.zeros(2), torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3)),
+            lambda: losses.nce(
+                torch.zeros(2), torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3)
+            ),
             ValueError,
             "log_q_data has shape",
         ),

@@ -192,8 +192,8 @@ def lvq2(
       :math:`E_C / E_I` saturates at :math:`1 + \delta`, so ``saturation`` must be left at 1.
       It assumes :math:`E_I > 0` (not checked: that would synchronise a device every step).
 
-    The loss is 0 as soon as :math:`E_C \le E_I` (margin 0) and constant (zero gradient)
-    beyond the saturation, so misclassified outliers cost a nominal amount.
+    The loss is 0 as soon as :math:`E_C \le E_I` and constant (zero gradient) beyond the
+    saturation, so misclassified outliers cost a nominal amount. Margin: 0.
 
     Args:
         e_pos: energies of the correct answers, shape ``S``.
