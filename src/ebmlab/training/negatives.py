@@ -82,7 +82,8 @@ class MostOffending:
         num_starts: multi-start count for the unconstrained search.
         num_boundary: random directions for the boundary search (0 to skip it).
         solver: an inference solver or its name (default Adam).
-        max_steps: steps of each search.
+        max_steps: steps of each search (``eb.infer`` keeps only converged minima when some
+            start converged, so leave enough steps).
         lr: step size of the boundary search, relative to ε (each step moves about
             ``lr * epsilon``).
 
@@ -103,7 +104,7 @@ class MostOffending:
         num_starts: int = 16,
         num_boundary: int = 8,
         solver: Any = None,
-        max_steps: int = 200,
+        max_steps: int = 500,
         lr: float = 0.1,
     ) -> None:
         self.epsilon = check_positive(epsilon, "epsilon")
