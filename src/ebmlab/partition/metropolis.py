@@ -1,0 +1,117 @@
+"""A random-walk Metropolis kernel with the samplers' ``init``/``step`` interface."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ebmlab._checks import check_beta, check_positive, check_tensor
+from ebmlab.energy import Energy
+
+__all__ = ["RandomWalkMetropolis", "MetropolisState", "MetropolisInfo"]
+
+
+@dataclass(frozen=True)
+class MetropolisState:
+    """The chains' positions ``y`` (N, *y_shape) and their cached energies (N,)."""
+
+    y: Tensor
+    energy: Tensor
+
+
+@dataclass(frozen=True)
+class MetropolisInfo:
+    """Diagnostics of one step, per chain (N,).
+
+    Attributes:
+        acceptance_rate: the Metropolis acceptance probability of the proposal.
+        is_accepted: whether the proposal was accepted.
+        is_divergent: whether the proposal's energy was NaN or -inf (it is rejected).
+    """
+
+    acceptance_rate: Tensor
+    is_accepted: Tensor
+    is_divergent: Tensor
+
+
+class RandomWalkMetropolis:
+    r"""Random-walk Metropolis for :math:`\pi(y) \propto e^{-\beta F(x, y)}`.
+
+    Proposes :math:`y' = y + s\,\varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`, and
+    accepts with probability :math:`\min(1, e^{-\beta(F(y') - F(y))})`. Needs no gradient.
+    Proposals of energy :math:`+\infty` (e.g. outside a box) are always rejected; a chain at
+    :math:`+\infty` accepts any finite proposal. It has the kernel interface of
+    ``ebmlab.samplers``, so AIS accepts either.
+
+    Args:
+        step_size: the proposal scale s > 0: a number, or a tensor broadcastable to the
+            chains' ``y`` (N, *y_shape), e.g. per chain or per coordinate (its values are not
+            checked, to keep construction free of device synchronisation).
+        beta: inverse temperature of the target.
+
+    References:
+        Metropolis, Rosenbluth, Rosenbluth, Teller and Teller, "Equation of State
+        Calculations by Fast Computing Machines", J. Chem. Phys. 21, 1953.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> kernel = eb.partition.RandomWalkMetropolis(step_size=0.5)
+        >>> energy = eb.energies.Quadratic(torch.eye(2))
+        >>> state = kernel.init(torch.zeros(8, 2), energy)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> state, info = kernel.step(state, energy, generator=g)
+        >>> state.y.shape, info.is_accepted.shape
+        (torch.Size([8, 2]), torch.Size([8]))
+    """
+
+    def __init__(self, step_size: float | Tensor, *, beta: float = 1.0) -> None:
+        if isinstance(step_size, Tensor):
+            check_tensor(step_size, "step_size", min_ndim=0)
+        else:
+            check_positive(step_size, "step_size")
+        self.step_size = step_size
+        self.beta = check_beta(beta)
+
+    def __repr__(self) -> str:
+        size = self.step_size if not isinstance(self.step_size, Tensor) else "tensor"
+        return f"RandomWalkMetropolis(step_size={size}, beta={self.beta})"
+
+    @torch.no_grad()
+    def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> MetropolisState:
+        """Return the state at ``y0`` (N, *y_shape), caching its energy."""
+        return MetropolisState(y=y0, energy=energy.forward(y0, x))
+
+    @torch.no_grad()
+    def step(
+        self,
+        state: MetropolisState,
+        energy: Energy,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[MetropolisState, MetropolisInfo]:
+        """Make one Metropolis step of every chain; returns the new state and its diagnostics."""
+        y = state.y
+        noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
+        proposal = y + self.step_size * noise
+        e_new = energy.forward(proposal, x)
+        is_divergent = torch.isnan(e_new) | torch.isneginf(e_new)
+        # log acceptance; inf - inf (both impossible) is NaN and compares False: rejected.
+        log_ratio = self.beta * (state.energy - e_new)
+        log_u = torch.log(
+            torch.rand(e_new.shape, dtype=y.dtype, device=y.device, generator=generator)
+        )
+        is_accepted = (log_u < log_ratio) & ~is_divergent
+        rate = torch.exp(torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0))
+        rate = torch.where(is_divergent, torch.zeros_like(rate), rate)
+        mask = is_accepted.reshape(-1, *([1] * (y.ndim - 1)))
+        new = MetropolisState(
+            y=torch.where(mask, proposal, y),
+            energy=torch.where(is_accepted, e_new, state.energy),
+        )
+        return new, MetropolisInfo(
+            acceptance_rate=rate, is_accepted=is_accepted, is_divergent=is_divergent
+        )
