@@ -89,11 +89,11 @@ def test_hinge_with_most_offending_and_shuffled_negatives_opens_the_margin():
         def forward(self, y, x=None):
             return ((y**2 - self.w * x) ** 2).sum(-1)
 
-    for negatives in (MostOffending(0.5, num_starts=4, max_steps=100, num_boundary=2),
+    for negatives in (MostOffending(0.5, num_starts=4, max_steps=150, num_boundary=2),
                       Shuffled()):
         model = Branches()
         eb.fit(model, (x, y), "hinge", negatives=negatives, loss_options={"margin": 1.0},
-               optimizer=torch.optim.Adam(model.parameters(), lr=0.05), num_steps=30,
+               optimizer=torch.optim.Adam(model.parameters(), lr=0.1), num_steps=15,
                batch_size=32, progress=False)
         assert float(model.w.detach()) > 0.6
 

@@ -188,48 +188,6 @@ class MostOffending:
         return points[rows, pick], e[rows, pick]
 
 
-class _RingBuffer:
-    """A fixed-capacity store of past chain states (tensor-only state, for checkpoints)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = check_positive_int(capacity, "buffer_size")
-        self.data: Tensor | None = None
-        self.size = 0
-
-    def sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        assert self.data is not None  # noqa: S101 - internal invariant
-        idx = torch.randint(self.size, (n,), generator=generator, device=self.data.device)
-        return self.data[idx]
-
-    def push(self, y: Tensor, generator: torch.Generator | None) -> None:
-        y = y.detach()
-        if self.data is None:
-            self.data = torch.empty(
-                (self.capacity, *y.shape[1:]), dtype=y.dtype, device=y.device
-            )
-        n = y.shape[0]
-        if self.size < self.capacity:
-            take = min(n, self.capacity - self.size)
-            self.data[self.size : self.size + take] = y[:take]
-            self.size += take
-            y = y[take:]
-            n = y.shape[0]
-        if n:
-            # Full: overwrite uniformly chosen slots (reservoir-like, keeps old modes alive).
-            idx = torch.randint(self.capacity, (n,), generator=generator, device=y.device)
-            self.data[idx] = y
-
-    def state_dict(self) -> dict[str, Tensor]:
-        out = {"size": torch.tensor(self.size)}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.size = int(state["size"])
-        self.data = state["data"].clone() if "data" in state else None
-
-
 class Sampled:
     r"""Negatives drawn by MCMC on :math:`p \propto e^{-\beta F}`: CD, noise-started or persistent.
 
@@ -250,8 +208,10 @@ class Sampled:
         num: negatives per positive (``None``: one, shaped like ``y``).
         domain: a :class:`ebmlab.Box` for noise starts and projection.
         noise_scale: standard deviation s of Gaussian noise starts without a domain.
-        buffer_size: capacity of the replay buffer (``init="buffer"``).
+        buffer_size: capacity of the replay buffer (``init="buffer"``), an
+            :class:`ebmlab.samplers.ReplayBuffer` filled with noise on first use.
         reinit: fraction of buffer chains restarted from noise each call.
+        buffer: an existing :class:`ebmlab.samplers.ReplayBuffer` to use instead.
         sampler: an ``eb.samplers`` kernel with ``init(y0, energy, x)`` and
             ``step(state, energy, x, *, generator)``.
 
@@ -278,6 +238,7 @@ class Sampled:
         buffer_size: int = 10000,
         reinit: float = 0.05,
         sampler: Any = None,
+        buffer: Any = None,
     ) -> None:
         self.num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
         self.step_size = check_positive(step_size, "step_size")
@@ -299,7 +260,8 @@ class Sampled:
                 f"got {type(sampler).__name__}"
             )
         self.sampler = sampler
-        self.buffer = _RingBuffer(buffer_size) if init == "buffer" else None
+        self.buffer_size = check_positive_int(buffer_size, "buffer_size")
+        self.buffer = buffer
         self._noise_std = math.sqrt(2 * self.step_size / self.beta)
 
     def __repr__(self) -> str:
@@ -330,19 +292,31 @@ class Sampled:
         n = b * k
         if self.init == "data":
             y0 = y.repeat_interleave(k, dim=0) if k > 1 else y.clone()
-        elif self.init == "noise" or self.buffer.size == 0:
+        elif self.init == "noise":
             y0 = self.noise(n, y, generator)
         else:
-            y0 = self.buffer.sample(n, generator)
-            if self.reinit > 0:
-                fresh = self.noise(n, y, generator)
-                u = torch.rand(n, generator=generator, dtype=y.dtype, device=y.device)
-                is_fresh = (u < self.reinit).reshape(n, *([1] * (y.ndim - 1)))
-                y0 = torch.where(is_fresh, fresh, y0)
+            buffer = self._buffer(tuple(y.shape[1:]), y.dtype, y.device)
+            y0, index = buffer.sample(n, generator=generator)
         out = self._run(energy, y0, _repeat(x, k) if k > 1 else x, generator)
-        if self.buffer is not None:
-            self.buffer.push(out, generator)
+        if self.init == "buffer":
+            buffer.update(index, out)
         return out if self.num is None else out.reshape(b, k, *y.shape[1:])
+
+    def _buffer(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> Any:
+        if self.buffer is None:
+            from ebmlab.samplers import ReplayBuffer
+
+            like = torch.empty((1, *shape), dtype=dtype, device=device)
+            init = self.domain if self.domain is not None else (
+                lambda num, generator: self.noise(num, like, generator)
+            )
+            self.buffer = ReplayBuffer(
+                self.buffer_size, init, reinit_fraction=self.reinit, y_shape=shape,
+                dtype=dtype, device=device,
+            )
+        return self.buffer
 
     def _run(
         self, energy: Energy, y: Tensor, x: Tensor | None, generator: torch.Generator | None
@@ -362,13 +336,15 @@ class Sampled:
         return y
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Return the replay buffer's tensors (empty without a buffer)."""
+        """Return the replay buffer's tensors (empty before first use or without one)."""
         return {} if self.buffer is None else self.buffer.state_dict()
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore the replay buffer from :meth:`state_dict`."""
-        if self.buffer is not None:
-            self.buffer.load_state_dict(state)
+        """Restore the replay buffer from :meth:`state_dict` (creating it if needed)."""
+        if not state:
+            return
+        data = state["data"]
+        self._buffer(tuple(data.shape[1:]), data.dtype, data.device).load_state_dict(state)
 
 
 class Uniform:
