@@ -266,14 +266,19 @@ def _greedy_reference(pts: torch.Tensor, energy: torch.Tensor, tol: float) -> se
     return set(accepted)
 
 
+@pytest.mark.parametrize("max_rounds", [64, 2])  # 2 forces the blocked fixed-point path
 @pytest.mark.parametrize("seed", range(5))
-def test_merge_equals_greedy_definition(seed: int):
+def test_merge_equals_greedy_definition(seed: int, max_rounds: int):
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(6, 3, generator=g)
-    pts = centres[torch.randint(6, (4, 50), generator=g)] + 0.05 * torch.randn(4, 50, 3, generator=g)
+    pts = centres[torch.randint(6, (4, 50), generator=g)] + 0.05 * torch.randn(
+        4, 50, 3, generator=g
+    )
     energy = torch.rand(4, 50, generator=g)
     kept = torch.ones(4, 50, dtype=torch.bool)
-    order, is_min, count, _ = merge_minima(pts, energy, kept, tol=0.1)
+    order, is_min, count, _ = merge_minima(
+        pts, energy, kept, tol=0.1, max_rounds=max_rounds, block_elements=500
+    )
     for b in range(4):
         got = set(order[b][is_min[b]].tolist())
         assert got == _greedy_reference(pts[b], energy[b], 0.1)
@@ -284,7 +289,8 @@ def test_unconverged_end_points_are_not_minima_when_others_converged():
     # Two starts at the minimum y = 0 of y^2 converge at once; one far start gets 1 step.
     energy = eb.FunctionEnergy(lambda y, x: (y**2).sum(-1), y_shape=(1,))
     init = torch.tensor([[0.0], [1e-9], [50.0]])
-    res = eb.infer(energy, init=init, solver=eb.inference.GradientDescent(lr=1e-4),
-                   max_steps=10, check_every=5)
+    res = eb.infer(
+        energy, init=init, solver=eb.inference.GradientDescent(lr=1e-4), max_steps=10, check_every=5
+    )
     assert res.count.tolist() == [1] and res.num_unconverged.tolist() == [1]
     assert bool(res.converged[0, 0])

@@ -156,10 +156,21 @@ class GaussianMixture(Energy):
     def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _unconditional(self, x)
         with torch.no_grad():
-            log_comp, scaled = self._component_terms(y)
+            # Expanded quadratic form: only (B, d) x (d, K) products, no (B, K, d) tensor.
+            # ||y - mu_k||^2_k = y^2 . iv_k - 2 y . (mu_k iv_k) + mu_k^2 . iv_k
+            iv = torch.exp(-2 * self.log_scales)  # (K, d)
+            mu_iv = self.means * iv
+            d = self.means.shape[1]
+            const = (
+                torch.log_softmax(self.logits, 0)
+                - 0.5 * (self.means * mu_iv).sum(-1)
+                - self.log_scales.sum(-1)
+                - 0.5 * d * math.log(2 * math.pi)
+            )  # (K,)
+            log_comp = torch.addmm(const, y, mu_iv.T).addmm_(y * y, iv.T, alpha=-0.5)
             log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
             resp = torch.exp(log_comp - log_norm)  # (B, K)
-            grad = (resp.unsqueeze(-1) * scaled).sum(-2)
+            grad = y * (resp @ iv) - resp @ mu_iv
             return -log_norm.squeeze(-1), grad
 
 
