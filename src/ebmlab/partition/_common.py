@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
@@ -16,6 +18,7 @@ __all__ = [
     "evaluate",
     "sample_distribution",
     "check_finite_energies",
+    "nan_to_neginf",
 ]
 
 
@@ -107,3 +110,8 @@ def sample_distribution(
         else:
             torch.default_generator.manual_seed(seed)
         return distribution.sample(torch.Size(shape))
+
+
+def nan_to_neginf(value: Tensor) -> Tensor:
+    """Replace NaN by -inf and keep +-inf (``torch.nan_to_num`` would clip the infinities)."""
+    return torch.where(torch.isnan(value), torch.full_like(value, -math.inf), value)

@@ -15,6 +15,7 @@ from ebmlab.energy import Energy
 from ebmlab.partition._common import (
     check_finite_energies,
     check_inputs,
+    nan_to_neginf,
     reference,
     sample_distribution,
 )
@@ -106,7 +107,7 @@ class AIS:
     unbiased estimate of :math:`Z / Z_0 = Z`.
 
     The kernel is any object with the samplers' interface,
-    ``init(y0, energy, x=None) -> State`` (State has ``y`` and ``energy``) and
+    ``init(y0, energy, x=None) -> State`` (State has ``position`` and ``energy``) and
     ``step(state, energy, x=None, *, generator) -> (State, Info)``, built with ``beta=1``
     since the tempered target already contains :math:`\beta`; e.g. ``eb.samplers.MALA`` or
     :class:`RandomWalkMetropolis`. By default a random-walk Metropolis kernel is used whose
@@ -400,17 +401,17 @@ class _Annealing:
             state = kernel.init(y, target, x_rows)
             bad += (torch.isnan(state.energy) | torch.isneginf(state.energy)).sum()
             # inf - inf (a chain outside the support of both) contributes weight 0.
-            log_w = log_w + torch.nan_to_num(energy_prev - state.energy, nan=-math.inf)
+            log_w = log_w + nan_to_neginf(energy_prev - state.energy)
             for i in range(self.num_steps):
                 if i:
-                    kernel = choose(k, state.y, info)
+                    kernel = choose(k, state.position, info)
                 if isinstance(kernel, RandomWalkMetropolis) and record:
                     steps.append(kernel.step_size.reshape(b, c, -1)[:, :1])  # (B, 1, D)
                 state, info = kernel.step(state, target, x_rows, generator=generator)
                 k += 1
-            y, energy_prev = state.y, state.energy
+            y, energy_prev = state.position, state.energy
         check_finite_energies(bad, "AIS")
-        log_w = torch.nan_to_num(log_w, nan=-math.inf)
+        log_w = nan_to_neginf(log_w)
         return y.reshape(b, c, *shape).transpose(0, 1), log_w.reshape(b, c).T, steps
 
 

@@ -12,7 +12,13 @@ from torch import Tensor
 from ebmlab._checks import check_positive_int
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.partition._common import check_finite_energies, check_inputs, evaluate, reference
+from ebmlab.partition._common import (
+    check_finite_energies,
+    check_inputs,
+    evaluate,
+    nan_to_neginf,
+    reference,
+)
 from ebmlab.partition.estimate import Estimate
 
 __all__ = ["Grid", "GridStatistics", "DEFAULT_NUM"]
@@ -157,7 +163,7 @@ class Grid:
             points = _cell_centres(low, step, sizes, start, min(start + chunk, total))
             e = evaluate(energy, _batched(points, b, domain.shape), x)  # (B, C)
             bad += (torch.isnan(e) | torch.isneginf(e)).sum()
-            logits = torch.nan_to_num(-beta * e, nan=-math.inf)
+            logits = nan_to_neginf(-beta * e)
             lc = torch.logsumexp(logits, 1)  # (B,)
             chunk_masses.append(lc)
             w = torch.exp(logits - lc.unsqueeze(1))
@@ -226,7 +232,7 @@ class Grid:
             start = k * chunk
             points = _cell_centres(low, step, sizes, start, min(start + chunk, total))
             e = evaluate(energy, _batched(points, b, domain.shape), x)
-            probs = torch.softmax(torch.nan_to_num(-beta * e, nan=-math.inf), 1)
+            probs = torch.softmax(nan_to_neginf(-beta * e), 1)
             # Rows with no mass here are never assigned to this chunk; keep them valid.
             probs = torch.nan_to_num(probs, nan=1.0)
             cell = torch.multinomial(probs, num_samples, replacement=True, generator=generator)

@@ -15,6 +15,7 @@ from ebmlab.partition._common import (
     check_finite_energies,
     check_inputs,
     evaluate,
+    nan_to_neginf,
     reference,
     sample_distribution,
 )
@@ -181,7 +182,7 @@ class Importance:
             log_q = self.proposal.log_prob(y)
         e = evaluate(energy, y.transpose(0, 1), x).transpose(0, 1)  # (B, n) -> (n, B)
         bad = (torch.isnan(e) | torch.isneginf(e)).sum()
-        log_w = torch.nan_to_num(-beta * e, nan=-math.inf) - log_q
+        log_w = nan_to_neginf(-beta * e) - log_q
         if domain is not None and self.proposal is not None:
             inside = domain.contains(y)
             log_w = torch.where(inside, log_w, torch.full_like(log_w, -math.inf))

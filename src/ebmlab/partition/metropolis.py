@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -10,15 +9,19 @@ from torch import Tensor
 
 from ebmlab._checks import check_beta, check_positive, check_tensor
 from ebmlab.energy import Energy
+from ebmlab.partition._common import nan_to_neginf
 
 __all__ = ["RandomWalkMetropolis", "MetropolisState", "MetropolisInfo"]
 
 
 @dataclass(frozen=True)
 class MetropolisState:
-    """The chains' positions ``y`` (N, *y_shape) and their cached energies (N,)."""
+    """The chains' ``position`` (N, *y_shape) and their cached ``energy`` (N,).
 
-    y: Tensor
+    Field names match ``ebmlab.samplers.State``, so AIS reads either kind of state.
+    """
+
+    position: Tensor
     energy: Tensor
 
 
@@ -63,7 +66,7 @@ class RandomWalkMetropolis:
         >>> state = kernel.init(torch.zeros(8, 2), energy)
         >>> g = torch.Generator().manual_seed(0)
         >>> state, info = kernel.step(state, energy, generator=g)
-        >>> state.y.shape, info.is_accepted.shape
+        >>> state.position.shape, info.is_accepted.shape
         (torch.Size([8, 2]), torch.Size([8]))
     """
 
@@ -82,7 +85,7 @@ class RandomWalkMetropolis:
     @torch.no_grad()
     def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> MetropolisState:
         """Return the state at ``y0`` (N, *y_shape), caching its energy."""
-        return MetropolisState(y=y0, energy=energy.forward(y0, x))
+        return MetropolisState(position=y0, energy=energy.forward(y0, x))
 
     @torch.no_grad()
     def step(
@@ -94,7 +97,7 @@ class RandomWalkMetropolis:
         generator: torch.Generator | None = None,
     ) -> tuple[MetropolisState, MetropolisInfo]:
         """Make one Metropolis step of every chain; returns the new state and its diagnostics."""
-        y = state.y
+        y = state.position
         noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
         proposal = y + self.step_size * noise
         e_new = energy.forward(proposal, x)
@@ -105,11 +108,11 @@ class RandomWalkMetropolis:
             torch.rand(e_new.shape, dtype=y.dtype, device=y.device, generator=generator)
         )
         is_accepted = (log_u < log_ratio) & ~is_divergent
-        rate = torch.exp(torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0))
+        rate = torch.exp(nan_to_neginf(log_ratio).clamp(max=0.0))
         rate = torch.where(is_divergent, torch.zeros_like(rate), rate)
         mask = is_accepted.reshape(-1, *([1] * (y.ndim - 1)))
         new = MetropolisState(
-            y=torch.where(mask, proposal, y),
+            position=torch.where(mask, proposal, y),
             energy=torch.where(is_accepted, e_new, state.energy),
         )
         return new, MetropolisInfo(
