@@ -1,9 +1,11 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies, losses, training
+from ebmlab import data, energies, losses, partition, training
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
+from ebmlab.gibbs import Gibbs
 from ebmlab.inference import Inference, argmin_discrete, infer
+from ebmlab.partition import Estimate
 from ebmlab.samplers import diagnostics, sample
 from ebmlab.training import History, fit
 
@@ -36,4 +38,7 @@ __all__ = [
     "samplers",
     "sample",
     "diagnostics",
+    "Gibbs",
+    "Estimate",
+    "partition",
 ]
