@@ -4,6 +4,21 @@
 """
 
 from ebmlab.plot.figure import save, subplots
+from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
+from ebmlab.plot.samplers import chains, histogram_vs_exact, trace
 
-__all__ = ["landscape", "modes", "trajectories", "conditional", "subplots", "save"]
+__all__ = [
+    "landscape",
+    "modes",
+    "trajectories",
+    "conditional",
+    "subplots",
+    "save",
+    "density",
+    "density_vs_beta",
+    "samples_on_density",
+    "chains",
+    "histogram_vs_exact",
+    "trace",
+]
