@@ -275,7 +275,8 @@ class AIS:
             self.schedule.tolist() if isinstance(self.schedule, Tensor)
             else schedule(self.num_temperatures, self.schedule, dtype=torch.float64).tolist()
         )
-        run = _Annealing(energy, x, base, temperatures, beta, domain, self.num_steps, generator)
+        run = _Annealing(energy, x, base, temperatures, beta, domain, self.num_steps, generator,
+                         is_uniform_on_domain=isinstance(self.base, str) and self.base == "uniform")
         steps = None
         if self.kernel is None:
             pilot = max(16, self.num_chains // 4)
@@ -365,11 +366,14 @@ class _Annealing:
         domain: Box | None,
         num_steps: int,
         generator: torch.Generator | None,
+        *,
+        is_uniform_on_domain: bool = False,
     ) -> None:
         self.energy, self.x, self.base = energy, x, base
         self.temperatures, self.beta, self.domain = temperatures, beta, domain
         self.num_steps, self.generator = num_steps, generator
         self.b = 1 if x is None else x.shape[0]
+        self.is_uniform_on_domain = is_uniform_on_domain and domain is not None
 
     def __call__(
         self, c: int, choose: Any, *, record: bool = False
@@ -385,7 +389,14 @@ class _Annealing:
         if x is not None:  # (B, *x_shape) -> (B*C, *x_shape), chains of input b contiguous
             x_rows = x.unsqueeze(1).expand(b, c, *x.shape[1:]).reshape(n, *x.shape[1:])
         y = _base_sample(self.base, b, c, generator)  # (B*C, *shape)
-        base_log_prob = _base_log_prob(self.base, b)
+        if self.is_uniform_on_domain:
+            # log p0 is -log|box| inside; outside, the domain mask already gives +inf.
+            log_volume = math.log(self.domain.volume)
+
+            def base_log_prob(y: Tensor) -> Tensor:
+                return torch.full((y.shape[0],), -log_volume, dtype=y.dtype, device=y.device)
+        else:
+            base_log_prob = _base_log_prob(self.base, b)
         shape = tuple(self.base.event_shape)
         log_w = torch.zeros(n, dtype=y.dtype, device=y.device)
         bad = torch.zeros((), dtype=torch.long, device=y.device)

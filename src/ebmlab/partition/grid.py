@@ -133,9 +133,29 @@ class Grid:
             ``Estimate(value, stderr=0, ess=None)``.
         """
         check_inputs(energy, x, beta, domain, generator, is_domain_required=True)
-        stats = self.statistics(energy, x, beta=beta, domain=domain)
-        value = stats.log_partition if x is not None else stats.log_partition[0]
+        log_z = self._log_partition(energy, x, beta=beta, domain=domain)
+        value = log_z if x is not None else log_z[0]
         return Estimate(value=value, stderr=torch.zeros_like(value))
+
+    @torch.no_grad()
+    def _log_partition(self, energy: Energy, x: Tensor | None, *, beta: float, domain: Box
+                       ) -> Tensor:
+        """Return (B,) log Z alone: the streaming log-sum-exp without the moments."""
+        sizes = self.sizes(domain)
+        dtype, device = reference(energy, x, domain)
+        low, step, log_cell = _geometry(domain, sizes, dtype, device)
+        b = 1 if x is None else x.shape[0]
+        total, chunk = math.prod(sizes), max(1, self.chunk_size // b)
+        log_mass = torch.full((b,), -math.inf, dtype=dtype, device=device)
+        bad = torch.zeros((), dtype=torch.long, device=device)
+        for start in range(0, total, chunk):
+            points = _cell_centres(low, step, sizes, start, min(start + chunk, total))
+            e = evaluate(energy, _batched(points, b, domain.shape), x)  # (B, C)
+            bad += (torch.isnan(e) | torch.isneginf(e)).sum()
+            log_mass = torch.logaddexp(log_mass, torch.logsumexp(nan_to_neginf(-beta * e), 1))
+        check_finite_energies(bad, "Grid")
+        _check_normalisable(log_mass)
+        return log_mass + log_cell
 
     @torch.no_grad()
     def statistics(
@@ -144,10 +164,7 @@ class Grid:
         """Return :class:`GridStatistics` from one chunked pass (inputs assumed validated)."""
         sizes = self.sizes(domain)
         dtype, device = reference(energy, x, domain)
-        low, high = domain.bounds(torch.empty((), dtype=dtype, device=device))
-        low, high = low.reshape(-1), high.reshape(-1)
-        step = (high - low) / torch.tensor(sizes, dtype=dtype, device=device)
-        log_cell = float(step.log().sum())
+        low, step, log_cell = _geometry(domain, sizes, dtype, device)
         b = 1 if x is None else x.shape[0]
         d = domain.dim
         total = math.prod(sizes)
@@ -182,11 +199,7 @@ class Grid:
             mean_energy = mean_energy + f * (energy_c - mean_energy)
             log_mass = merged
         check_finite_energies(bad, "Grid")
-        if bool(torch.isneginf(log_mass).any()):
-            raise ValueError(
-                "Grid: the energy is +inf at every grid point for some input; "
-                "the distribution is not normalisable on this domain"
-            )
+        _check_normalisable(log_mass)
         return GridStatistics(
             log_partition=log_mass + log_cell,
             mean=mean,
@@ -217,9 +230,7 @@ class Grid:
         """
         sizes, chunk = statistics.sizes, statistics.chunk
         dtype, device = statistics.log_partition.dtype, statistics.log_partition.device
-        low, high = domain.bounds(statistics.log_partition)
-        low, high = low.reshape(-1), high.reshape(-1)
-        step = (high - low) / torch.tensor(sizes, dtype=dtype, device=device)
+        low, step, _ = _geometry(domain, sizes, dtype, device)
         total = math.prod(sizes)
         b = statistics.log_partition.shape[0]
         chunk_probs = torch.softmax(statistics.chunk_log_mass, 1)
@@ -241,6 +252,24 @@ class Grid:
         jitter = torch.rand(index.shape, dtype=dtype, device=device, generator=generator)
         y = low + step * (index.to(dtype) + jitter)
         return y.transpose(0, 1).reshape(num_samples, b, *domain.shape)
+
+
+def _geometry(
+    domain: Box, sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor, float]:
+    """Return the flat lower corner (D,), the cell sides (D,) and the log cell volume."""
+    low, high = domain.bounds(torch.empty((), dtype=dtype, device=device))
+    low, high = low.reshape(-1), high.reshape(-1)
+    step = (high - low) / torch.tensor(sizes, dtype=dtype, device=device)
+    return low, step, float(step.log().sum())
+
+
+def _check_normalisable(log_mass: Tensor) -> None:
+    if bool(torch.isneginf(log_mass).any()):
+        raise ValueError(
+            "Grid: the energy is +inf at every grid point for some input; "
+            "the distribution is not normalisable on this domain"
+        )
 
 
 def _cell_centres(
