@@ -463,9 +463,19 @@ def infer_run(run: str | Path, x_values: list[str] | None = None, *, num_starts:
         if box is None:
             raise ValueError("--plot needs a [domain] table in the run's config")
         fig, (ax,) = eb.plot.subplots(title=f"minima of {Path(run).name}")
-        x0 = None if x is None else x[:1]
-        eb.plot.landscape(energy, x0, domain=box, ax=ax)
-        eb.plot.modes(result, 0, ax=ax, trajectories=False)
+        if x is not None and x.shape[1] == 1 and box.dim == 1:
+            # Scalar x and y: the (x, y) plane with each input's minima marked.
+            xs = built["x"][:, 0]
+            eb.plot.conditional(energy, x_range=(float(xs.min()), float(xs.max())),
+                                y_range=(float(box.low[0]), float(box.high[0])), ax=ax)
+            for b in range(x.shape[0]):
+                ys = result.minima(b).reshape(-1).cpu()
+                ax.scatter([float(x[b, 0])] * len(ys), ys, marker="*", s=150, c="red",
+                           edgecolors="black", zorder=5)
+        else:
+            x0 = None if x is None else x[:1]
+            eb.plot.landscape(energy, x0, domain=box, ax=ax)
+            eb.plot.modes(result, 0, ax=ax, trajectories=False)
         eb.plot.save(fig, plot)
         lines.append(f"figure written to {plot}")
     return "\n".join(lines)
