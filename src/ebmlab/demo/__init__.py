@@ -14,6 +14,7 @@ __all__ = ["SECTIONS", "run_demo"]
 SECTIONS: list[str] = [
     "spine",
     "gibbs",
+    "training",
 ]
 
 
