@@ -298,6 +298,24 @@ def test_same_generator_state_gives_identical_results():
         assert torch.equal(a, b)
 
 
+def test_energy_linear_in_y_has_zero_hessian_not_an_error():
+    # F = w'y: score -w, Hessian 0. Exact and ssm_vr give |w|^2 / 2; d/dw = w.
+    w = torch.tensor([0.5, -2.0], requires_grad=True)
+    energy = eb.FunctionEnergy(lambda y, x: y @ w)
+    y = torch.randn(4, 2)
+    for loss in (
+        losses.exact_score_matching(energy, y),
+        losses.sliced_score_matching(energy, y, generator=torch.Generator().manual_seed(0)),
+    ):
+        assert loss.item() == pytest.approx(0.5 * (w * w).sum().item(), abs=1e-14)
+        (g,) = torch.autograd.grad(loss, w)
+        assert g.tolist() == pytest.approx(w.tolist(), abs=1e-14)
+    # A constant energy has a zero score: every score loss is 0.
+    constant = eb.FunctionEnergy(lambda y, x: torch.zeros(y.shape[0]))
+    assert losses.exact_score_matching(constant, y).item() == 0.0
+    assert losses.gradient_penalty(constant, y).item() == 0.0
+
+
 def test_y_requiring_grad_keeps_its_history():
     # Differentiating through y itself (e.g. y produced by a network) is allowed.
     q = eb.energies.Quadratic(torch.eye(2))

@@ -145,7 +145,13 @@ def call_energy(energy: Callable[..., Tensor], y: Tensor, x: Tensor | None) -> T
     return e
 
 
-def grad_y(e: Tensor, y: Tensor) -> Tensor:
-    """Return :math:`\\nabla_y \\sum_b E_b`, keeping the graph so the result can be trained."""
-    (g,) = torch.autograd.grad(e.sum(), y, create_graph=True)
+def grad_y(out: Tensor, y: Tensor) -> Tensor:
+    """Return :math:`\\nabla_y \\sum out`, keeping the graph so the result can be trained.
+
+    An ``out`` that does not depend on ``y`` (a constant or linear piece) has a zero gradient,
+    not an autograd error.
+    """
+    if not out.requires_grad:
+        return torch.zeros_like(y)
+    (g,) = torch.autograd.grad(out.sum(), y, create_graph=True, materialize_grads=True)
     return g

@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 
 from ebmlab._checks import check_beta, check_same_device
-from ebmlab.losses._common import check_pair, check_reduction, check_set, reduce
+from ebmlab.losses._common import (
+    check_energies,
+    check_pair,
+    check_reduction,
+    check_set,
+    reduce,
+)
 
 __all__ = ["nll", "mee", "contrastive_divergence"]
 
@@ -115,7 +121,7 @@ def nll(
         return reduce(beta * e_pos + log_z, reduction)
     if log_weights is not None:
         raise ValueError("log_weights is only used with e_all; got log_weights without e_all")
-    e_pos, _ = check_pair(e_pos, e_pos)
+    e_pos = check_energies(e_pos, "e_pos")
     if isinstance(log_partition, Tensor):
         if log_partition.dtype != e_pos.dtype:
             raise TypeError(

@@ -84,8 +84,7 @@ def exact_score_matching(
     g_flat = g.flatten(1)  # (B, D)
     trace = torch.zeros_like(g_flat[:, 0])
     for i in range(g_flat.shape[1]):
-        (h_row,) = torch.autograd.grad(g_flat[:, i].sum(), y, create_graph=True)
-        trace = trace + h_row.flatten(1)[:, i]
+        trace = trace + grad_y(g_flat[:, i], y).flatten(1)[:, i]
     return reduce(0.5 * g_flat.square().sum(-1) - trace, reduction)
 
 
@@ -168,8 +167,7 @@ def sliced_score_matching(
     v = v.reshape(y_rep.shape)
     g = grad_y(call_energy(energy, y_rep, x_rep), y_rep)
     gv = _sum_event(g * v)
-    (hv,) = torch.autograd.grad(gv.sum(), y_rep, create_graph=True)
-    vhv = _sum_event(hv * v)
+    vhv = _sum_event(grad_y(gv, y_rep) * v)
     first = 0.5 * (gv.square() if estimator == "ssm" else _sum_event(g.square()))
     loss = (first - vhv).reshape(num_projections, batch).mean(0)
     return reduce(loss, reduction)
