@@ -354,6 +354,13 @@ def test_y_requiring_grad_keeps_its_history():
             "generator",
         ),
         (
+            lambda q, y: losses.denoising_score_matching(
+                q, y.to("meta"), sigma=1.0, generator=torch.Generator()
+            ),
+            ValueError,
+            "generator is on cpu but y is on meta",
+        ),
+        (
             lambda q, y: losses.exact_score_matching(
                 eb.FunctionEnergy(lambda u, x: u.sum(-1)), y, torch.zeros(3, 1)
             ),

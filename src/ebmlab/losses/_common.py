@@ -22,6 +22,7 @@ __all__ = [
     "prepare_y",
     "call_energy",
     "grad_y",
+    "check_generator_device",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -155,3 +156,12 @@ def grad_y(out: Tensor, y: Tensor) -> Tensor:
         return torch.zeros_like(y)
     (g,) = torch.autograd.grad(out.sum(), y, create_graph=True, materialize_grads=True)
     return g
+
+
+def check_generator_device(generator: torch.Generator | None, y: Tensor) -> None:
+    """Raise if a generator lives on another kind of device than ``y`` (it could not draw)."""
+    if generator is not None and generator.device.type != y.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but y is on {y.device}; pass a generator "
+            f"created with torch.Generator(device={y.device.type!r})"
+        )

@@ -67,7 +67,8 @@ def nll(
       For a discrete answer set use no weights (the sum over answers is exact: the MMI loss).
       On a quadrature grid pass ``log_weights = log(cell_volume)`` (exact up to the quadrature
       error). With K samples :math:`y_k \sim q` pass ``log_weights = -log q(y_k) - log K``
-      (an importance-sampling estimate, biased upwards in the loss by Jensen).
+      (importance sampling: :math:`\hat Z` is unbiased, so by Jensen :math:`\log \hat Z` and
+      the loss are biased low).
     - ``log_partition``, a precomputed or estimated :math:`\log Z_\beta` (shape ``S`` or
       scalar), e.g. ``Quadratic.log_partition(beta)`` or the value of a partition estimate.
 

@@ -19,6 +19,7 @@ from ebmlab._checks import check_generator, check_positive, check_positive_int
 from ebmlab.losses._common import (
     call_energy,
     check_energy_callable,
+    check_generator_device,
     check_reduction,
     grad_y,
     prepare_y,
@@ -154,6 +155,7 @@ def sliced_score_matching(
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got {estimator!r}")
     generator = check_generator(generator)
     y = prepare_y(y, x)
+    check_generator_device(generator, y)
     batch = y.shape[0]
     shape = (num_projections, *y.shape)
     if projection == "gaussian":
@@ -229,6 +231,7 @@ def denoising_score_matching(
     sigma = check_positive(sigma, "sigma")
     generator = check_generator(generator)
     y = prepare_y(y, x)
+    check_generator_device(generator, y)
     noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
     y_noisy = y + sigma * noise
     g = grad_y(call_energy(energy, y_noisy, x), y_noisy)
