@@ -5,6 +5,7 @@ from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.gibbs import Gibbs
 from ebmlab.inference import Inference, argmin_discrete, infer
+from ebmlab.latent import FreeEnergy, manifold
 from ebmlab.partition import Estimate
 from ebmlab.samplers import diagnostics, sample
 from ebmlab.training import History, fit
@@ -35,6 +36,9 @@ __all__ = [
     "training",
     "fit",
     "History",
+    "latent",
+    "FreeEnergy",
+    "manifold",
     "samplers",
     "sample",
     "diagnostics",

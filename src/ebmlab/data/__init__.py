@@ -19,3 +19,7 @@ __all__ += [
     "multimodal_1d",
     "two_branch",
 ]
+
+from ebmlab.data.course import ellipse, horn, horn_radii  # noqa: E402
+
+__all__ += ["ellipse", "horn", "horn_radii"]

@@ -17,7 +17,7 @@ from ebmlab._checks import (
     check_tensor,
 )
 from ebmlab.domain import Box
-from ebmlab.energy import Energy, check_energy_output
+from ebmlab.energy import Energy, LatentEnergy, check_energy_output
 from ebmlab.inference.adam import Adam
 from ebmlab.inference.gradient_descent import GradientDescent
 from ebmlab.inference.lbfgs import LBFGS
@@ -161,7 +161,7 @@ def _starts(
 
 
 def infer(
-    energy: Energy,
+    energy: Energy | LatentEnergy,
     x: Tensor | None = None,
     *,
     y_shape: tuple[int, ...] | None = None,
@@ -180,6 +180,8 @@ def infer(
     init_scale: float = 1.0,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    z_shape: tuple[int, ...] | None = None,
+    z_domain: Box | None = None,
 ) -> Inference:
     r"""Find every distinct minimum of :math:`F(x_b, \cdot)` for each input :math:`x_b`.
 
@@ -207,6 +209,9 @@ def infer(
         return_trajectory: keep every start's path as ``trajectory`` (T, B, S, *y_shape).
         init_scale: standard deviation of Gaussian starts when there is no domain.
         dtype, device: of the starts when neither ``x`` nor ``init`` fixes them.
+        z_shape, z_domain: for a :class:`ebmlab.LatentEnergy`, the event shape of z and an
+            optional Box for it: (y, z) are inferred jointly (see
+            :func:`ebmlab.inference.joint.infer_joint`) and ``z`` is filled in.
 
     Returns:
         An :class:`ebmlab.Inference`.
@@ -225,6 +230,16 @@ def infer(
         >>> res.y[..., 0].sort(-1).values.round(decimals=3).tolist()
         [[-2.0, 2.0], [-1.0, 1.0]]
     """
+    if isinstance(energy, LatentEnergy):
+        from ebmlab.inference.joint import infer_joint  # joint.py imports this module
+
+        return infer_joint(
+            energy, x, y_shape=y_shape, z_shape=z_shape, num_starts=num_starts, domain=domain,
+            z_domain=z_domain, solver=solver, generator=generator, init=init,
+            max_steps=max_steps, gtol=gtol, ftol=ftol, check_every=check_every,
+            early_stop=early_stop, merge_tol=merge_tol, return_trajectory=return_trajectory,
+            init_scale=init_scale, dtype=dtype, device=device,
+        )
     if not isinstance(energy, Energy):
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
     check_positive_int(max_steps, "max_steps", minimum=0)

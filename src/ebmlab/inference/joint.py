@@ -1,0 +1,187 @@
+"""Joint inference over (y, z) for a latent-variable energy: ``eb.infer`` on a LatentEnergy."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from ebmlab._checks import (
+    check_batch,
+    check_generator,
+    check_positive,
+    check_positive_int,
+    check_tensor,
+)
+from ebmlab.domain import Box
+from ebmlab.energy import LatentEnergy, check_energy_output
+from ebmlab.inference.infer import _starts, assemble, minimize, resolve_solver
+from ebmlab.inference.result import Inference
+from ebmlab.inference.solver import Objective, Solver
+
+__all__ = ["infer_joint"]
+
+
+def _shape(
+    given: tuple[int, ...] | None, domain: Box | None, own: tuple[int, ...] | None, name: str
+) -> tuple[int, ...]:
+    shape = given or (domain.shape if domain is not None else own)
+    if shape is None:
+        raise ValueError(
+            f"{name} is needed: pass {name}=..., a {'domain' if name == 'y_shape' else 'z_domain'}"
+            f", or an energy with {name}"
+        )
+    shape = tuple(int(v) for v in shape)
+    if domain is not None and domain.shape != shape:
+        raise ValueError(f"the domain of {name[0]} has shape {domain.shape} but {name} is {shape}")
+    if own is not None and tuple(own) != shape:
+        raise ValueError(f"{name} is {shape} but the energy expects {tuple(own)}")
+    return shape
+
+
+def infer_joint(
+    energy: LatentEnergy,
+    x: Tensor | None = None,
+    *,
+    y_shape: tuple[int, ...] | None = None,
+    z_shape: tuple[int, ...] | None = None,
+    num_starts: int | None = None,
+    domain: Box | None = None,
+    z_domain: Box | None = None,
+    solver: Solver | str | None = None,
+    generator: torch.Generator | None = None,
+    init: Tensor | None = None,
+    max_steps: int = 500,
+    gtol: float = 1e-5,
+    ftol: float = 1e-9,
+    check_every: int = 10,
+    early_stop: bool = True,
+    merge_tol: float | None = None,
+    return_trajectory: bool = False,
+    init_scale: float = 1.0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Inference:
+    r"""Find the distinct joint minima :math:`(\check y, \check z) = \arg\min_{y,z} E(x, y, z)`.
+
+    Every start is a pair (y, z); all B × S pairs are minimised together as one batched
+    problem in the concatenated variable ``[y, z]`` by the same driver and solvers as
+    :func:`ebmlab.infer`, end points closer than ``merge_tol`` in (y, z) are merged, and the
+    result carries the y part in ``y`` and the z part in ``z``.
+
+    Args:
+        energy: the :class:`ebmlab.LatentEnergy` E.
+        x: conditioning inputs ``(B, *x_shape)`` or ``None`` (B = 1).
+        y_shape, z_shape: event shapes; taken from the domains or the energy if omitted.
+        num_starts: starts S per input (default: from ``init``, else 32).
+        domain, z_domain: optional :class:`ebmlab.Box` for y and z: starts are uniform in
+            them and iterates are projected onto them; without one, starts are Gaussian with
+            standard deviation ``init_scale``.
+        solver, generator, max_steps, gtol, ftol, check_every, early_stop, dtype, device:
+            as in :func:`ebmlab.infer`.
+        init: starting y values (S, *y_shape) or (B, S, *y_shape); z starts stay random.
+        merge_tol: distance in (y, z) under which end points are one minimum; default
+            ``1e-3`` times the diameter of the domains when both are given, else ``1e-2``.
+        return_trajectory: keep the y part of every path, ``(T, B, S, *y_shape)``.
+        init_scale: standard deviation of Gaussian starts.
+
+    Returns:
+        An :class:`ebmlab.Inference` whose ``z`` holds ``(B, K, *z_shape)``.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> res = eb.infer(eb.energies.Ellipse(), num_starts=8,
+        ...                generator=torch.Generator().manual_seed(0))
+        >>> z = res.z[0, 0]
+        >>> torch.allclose(res.best[0], eb.energies.Ellipse().decode(z[None])[0], atol=1e-3)
+        True
+    """
+    if not callable(getattr(energy, "energy_and_grad", None)) or not hasattr(energy, "z_shape"):
+        raise TypeError(f"energy must be an ebmlab.LatentEnergy; got {type(energy).__name__}")
+    check_positive_int(max_steps, "max_steps", minimum=0)
+    check_positive_int(check_every, "check_every")
+    check_positive(gtol, "gtol")
+    check_positive(ftol, "ftol")
+    check_generator(generator)
+    for name, box in (("domain", domain), ("z_domain", z_domain)):
+        if box is not None and not isinstance(box, Box):
+            raise TypeError(f"{name} must be an ebmlab.Box or None; got {type(box).__name__}")
+    ys = _shape(y_shape, domain, energy.y_shape, "y_shape")
+    zs = _shape(z_shape, z_domain, energy.z_shape, "z_shape")
+    dy, dz = math.prod(ys), math.prod(zs)
+    if num_starts is None:
+        has_rows = isinstance(init, Tensor) and init.ndim > len(ys)
+        num_starts = init.shape[init.ndim - len(ys) - 1] if has_rows else 32
+    s = check_positive_int(num_starts, "num_starts")
+    if x is not None:
+        check_tensor(x, "x")
+        b, dtype, device = x.shape[0], x.dtype, x.device
+    else:
+        b = 1
+        ref = init if isinstance(init, Tensor) else next(iter(energy.parameters()), None)
+        dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
+        device = (
+            torch.device(device)
+            if device is not None
+            else (ref.device if ref is not None else torch.device("cpu"))
+        )
+    if merge_tol is None:
+        if domain is not None and z_domain is not None:
+            merge_tol = 1e-3 * math.hypot(domain.diameter, z_domain.diameter)
+        else:
+            merge_tol = 1e-2
+    check_positive(merge_tol, "merge_tol")
+    the_solver = resolve_solver(solver)
+
+    y0 = _starts(b, s, ys, domain, init, generator, dtype, device, init_scale)
+    z0 = _starts(b, s, zs, z_domain, None, generator, dtype, device, init_scale)
+    xr = None if x is None else x.repeat_interleave(s, dim=0)  # (B, ...) -> (B*S, ...)
+    check_batch(y0, xr, y_name="starts", x_name="x repeated per start")
+    check_energy_output(
+        energy.forward(y0[::s], z0[::s], x), b, f"{type(energy).__name__}.forward"
+    )
+
+    def split(v: Tensor) -> tuple[Tensor, Tensor]:
+        # (N, dy + dz) -> (N, *y_shape), (N, *z_shape)
+        return v[:, :dy].reshape(-1, *ys), v[:, dy:].reshape(-1, *zs)
+
+    def energy_and_grad(v: Tensor, xv: Tensor | None) -> tuple[Tensor, Tensor]:
+        y, z = split(v)
+        e, gy, gz = energy.energy_and_grad(y, z, xv)
+        return e, torch.cat([gy.reshape(-1, dy), gz.reshape(-1, dz)], 1)
+
+    project = None
+    if domain is not None or z_domain is not None:
+
+        def project(v: Tensor) -> Tensor:
+            y, z = split(v)
+            y = domain.project(y) if domain is not None else y
+            z = z_domain.project(z) if z_domain is not None else z
+            return torch.cat([y.reshape(-1, dy), z.reshape(-1, dz)], 1)
+
+    v0 = torch.cat([y0.reshape(b * s, dy), z0.reshape(b * s, dz)], 1)
+    run = minimize(
+        Objective(energy_and_grad, xr, project),
+        v0,
+        the_solver,
+        max_steps=max_steps,
+        gtol=gtol,
+        ftol=ftol,
+        check_every=check_every,
+        is_early_stop=early_stop,
+        is_trajectory=return_trajectory,
+    )
+    joint = assemble(run, b, s, (dy + dz,), merge_tol)
+    k = joint.y.shape[1]
+    trajectory = None
+    if joint.trajectory is not None:
+        t = joint.trajectory.shape[0]
+        trajectory = joint.trajectory[..., :dy].reshape(t, b, s, *ys)
+    return dataclasses.replace(
+        joint,
+        y=joint.y[..., :dy].reshape(b, k, *ys),
+        z=joint.y[..., dy:].reshape(b, k, *zs),
+        trajectory=trajectory,
+    )
