@@ -15,6 +15,7 @@ SECTIONS: list[str] = [
     "spine",
     "gibbs",
     "training",
+    "samplers",
 ]
 
 

@@ -6,6 +6,7 @@
 from ebmlab.plot.figure import save, subplots
 from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
+from ebmlab.plot.samplers import chains, histogram_vs_exact, trace
 
 __all__ = [
     "landscape",
@@ -17,4 +18,7 @@ __all__ = [
     "density",
     "density_vs_beta",
     "samples_on_density",
+    "chains",
+    "histogram_vs_exact",
+    "trace",
 ]

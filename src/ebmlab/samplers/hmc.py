@@ -34,7 +34,7 @@ def check_mass(mass: float | Tensor) -> float | Tensor:
 
 def kinetic(p: Tensor, inv_mass: float | Tensor) -> Tensor:
     r""":math:`\tfrac12 p^\top M^{-1} p` per chain."""
-    sq = p.square() if not isinstance(inv_mass, Tensor) else p.square() * inv_mass
+    sq = p * p if not isinstance(inv_mass, Tensor) else p * p * inv_mass
     k = sq.flatten(1).sum(1)
     return k.mul_(0.5 * inv_mass) if not isinstance(inv_mass, Tensor) else k.mul_(0.5)
 

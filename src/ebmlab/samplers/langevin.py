@@ -84,7 +84,9 @@ class Langevin(Kernel):
             low, high = self.domain.bounds(y)
             y = reflect(y, None, low, high)[0]
         e, g = energy.energy_and_grad(y, x)
-        # Non-finite energy or gradient: one reduction covers both.
-        is_divergent = torch.isfinite(g.flatten(1).sum(1).add_(e)).logical_not_()
+        # Non-finite energy or gradient: one reduction covers both, and w - w is 0 for a
+        # finite w and NaN otherwise (cheaper than isfinite + not).
+        w = g.flatten(1).sum(1).add_(e)
+        is_divergent = w.sub_(w).ne(0.0)
         rate, accepted = self._accepted(e)
         return State(y, e, g), Info(rate, accepted, is_divergent)

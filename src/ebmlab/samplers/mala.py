@@ -97,13 +97,14 @@ class MALA(Kernel):
         back = axpy(y - y_new, self.step_size, g_new)
         log_ratio = (
             (e - e_new).mul_(self.beta)
-            .add_(back.square().flatten(1).sum(1), alpha=self._neg_q_scale)
+            .add_((back * back).flatten(1).sum(1), alpha=self._neg_q_scale)
             if not isinstance(self._neg_q_scale, Tensor)
-            else (e - e_new) * self.beta + back.square().flatten(1).sum(1) * self._neg_q_scale
+            else (e - e_new) * self.beta + (back * back).flatten(1).sum(1) * self._neg_q_scale
         )
-        log_ratio = log_ratio.add_(noise.square().flatten(1).sum(1), alpha=0.5)
-        is_divergent = torch.isfinite(log_ratio).logical_not_()
+        log_ratio = log_ratio.add_((noise * noise).flatten(1).sum(1), alpha=0.5)
         is_accepted, rate = metropolis_accept(log_ratio, generator)
+        # Non-finite energy or gradient of the proposal <=> non-finite log ratio.
+        is_divergent = (log_ratio - log_ratio).ne(0.0)
         return select(is_accepted, State(y_new, e_new, g_new), state), Info(
             rate, is_accepted, is_divergent
         )

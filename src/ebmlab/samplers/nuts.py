@@ -141,10 +141,11 @@ class NUTS(Kernel):
                 y, p, e, g = leapfrog(y, p, g, energy, x, signed_step, 1, inv_mass, bounds)
                 log_w = (h0 - e - kinetic(p, inv_mass)).mul_(beta)
                 num_steps += alive
-                sum_accept += torch.where(alive, log_w.clamp(max=0.0).exp().nan_to_num(0.0), 0.0)
                 is_finite = log_w >= -DIVERGENCE_THRESHOLD  # false for NaN too
                 is_divergent = is_divergent | (alive & ~is_finite)
                 alive = alive & is_finite
+                # A divergent state counts with acceptance 0 (masked, so its NaN never enters).
+                sum_accept += torch.where(alive, log_w.clamp(max=0.0).exp(), 0.0)
                 # Uniform progressive sampling inside the sub-tree: take state i w.p. w_i / W.
                 new_log_w = torch.logaddexp(sub_log_w, log_w)
                 u = torch.rand(chains, generator=generator, dtype=dtype, device=device)

@@ -1,0 +1,73 @@
+"""Diagnostics: ESS and autocorrelation of AR(1) chains, split R-hat, counts, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import ebmlab as eb
+
+
+def ar1(phi: float, steps: int, chains: int, generator: torch.Generator) -> torch.Tensor:
+    # Stationary AR(1): x_t = phi x_{t-1} + sqrt(1 - phi^2) e_t, unit marginal variance.
+    noise = torch.randn(steps, chains, generator=generator)
+    x = torch.empty(steps, chains)
+    x[0] = noise[0]
+    scale = math.sqrt(1.0 - phi * phi)
+    for t in range(1, steps):
+        x[t] = phi * x[t - 1] + scale * noise[t]
+    return x
+
+
+def test_ess_of_ar1_matches_theory(generator):
+    # Integrated autocorrelation time of AR(1): tau = (1 + phi) / (1 - phi) = 3 for phi = 0.5,
+    # so ESS = N / 3. With N = 4 x 5000 the estimator's relative sd is about
+    # sqrt(2 (2M + 1) / n) with window M ~ 10 (Sokal 1997): ~0.09 / sqrt(2) per split chain
+    # pooled over 8 -> ~3 %; we accept 15 % (5 sd).
+    x = ar1(0.5, 5000, 4, generator)
+    ess = float(eb.diagnostics.ess(x))
+    assert abs(ess / (20_000 / 3.0) - 1.0) < 0.15, ess
+
+
+def test_ess_of_independent_draws_is_the_sample_size(generator):
+    x = torch.randn(2000, 4, 3, generator=generator)
+    ess = eb.diagnostics.ess(x)
+    assert ess.shape == (3,)
+    assert bool(((ess / 8000 - 1).abs() < 0.15).all()), ess
+
+
+def test_autocorrelation_of_ar1(generator):
+    # rho_k = phi^k; the lag-k estimate has sd ~ sqrt((1 + phi^2) / (1 - phi^2) / n) ~ 0.016 at
+    # n = 4 x 5000 pooled; we average over the 4 chains and accept 0.05 (> 3 sd).
+    x = ar1(0.8, 5000, 4, generator)
+    rho = eb.diagnostics.autocorrelation(x, max_lag=3).mean(1)
+    torch.testing.assert_close(rho, torch.tensor([1.0, 0.8, 0.64, 0.512]), rtol=0, atol=0.05)
+
+
+def test_r_hat_one_for_iid_and_large_for_shifted_chains(generator):
+    iid = torch.randn(1000, 4, generator=generator)
+    # For iid chains split R-hat - 1 is O(1/n); sd about 1/n ~ 0.002 at n = 500.
+    assert abs(float(eb.diagnostics.r_hat(iid)) - 1.0) < 0.01
+    shifted = iid + torch.tensor([0.0, 0.0, 5.0, 5.0])
+    assert float(eb.diagnostics.r_hat(shifted)) > 2.0
+
+
+def test_counts_from_info():
+    info = eb.samplers.Info(
+        torch.tensor([[0.5, 1.0], [0.0, 1.0]]),
+        torch.tensor([[True, True], [False, True]]),
+        torch.tensor([[False, True], [False, True]]),
+    )
+    assert eb.diagnostics.acceptance_rate(info).tolist() == [0.25, 1.0]
+    assert eb.diagnostics.num_divergent(info).tolist() == [0, 2]
+
+
+def test_diagnostics_refuse_bad_input():
+    with pytest.raises(TypeError, match="samples"):
+        eb.diagnostics.ess([1.0, 2.0])
+    with pytest.raises(ValueError, match="T >= 4"):
+        eb.diagnostics.r_hat(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"\(T, chains, ...\)"):
+        eb.diagnostics.autocorrelation(torch.zeros(10))
