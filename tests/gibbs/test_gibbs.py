@@ -115,7 +115,7 @@ def test_batches_agree_with_one_at_a_time():
     x = torch.tensor([[0.0, 0.5], [1.0, -1.0], [-0.5, 0.25]])
     box = eb.Box([-3.0, -3.0], [3.0, 3.0])
     batch = eb.Gibbs(conditional(), x, beta=0.8, domain=box, estimator=Grid(chunk_size=5000))
-    y = torch.randn(7, 3, 2)
+    y = 5.0 * torch.rand(7, 3, 2) - 2.5  # inside the box
     for i in range(3):
         one = eb.Gibbs(conditional(), x[i : i + 1], beta=0.8, domain=box)
         close = dict(atol=1e-11, rtol=0)
