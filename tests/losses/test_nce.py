@@ -61,7 +61,7 @@ def test_nce_is_logistic_regression_of_data_against_noise():
 def test_nce_gradient_vanishes_in_expectation_at_the_true_density(generator):
     # Data y ~ N(0, 1); noise ~ q = N(0, 2^2), nu = 2; model E_c(y) = y^2/2 + c. At the true
     # log normaliser c* = log sqrt(2 pi) the model density is the data density, and the NCE
-    # objective is stationary (Gutmann & Hyvarinen 2012, Theorem 1): E[d loss / dc] = 0.
+    # objective is stationary there (its consistency, Gutmann & Hyvarinen 2012): E[d loss / dc] = 0.
     # Per-example gradients g_i are i.i.d.; |mean g| < 5 sd / sqrt(n) fails with probability
     # ~6e-7 (normal tail at 5 sigma; n = 20000 makes the CLT accurate).
     n, nu, s = 20000, 2, 2.0

@@ -97,7 +97,8 @@ def test_exact_trace_matches_brute_force_hessian_on_a_non_quadratic_energy():
 
 
 def test_exact_gradient_vanishes_at_the_gaussian_mle():
-    # For a Gaussian model the score-matching estimator is the MLE (Hyvarinen 2005, sec. 2.4):
+    # For a Gaussian model the score-matching estimator is the MLE (Hyvarinen 2005, the
+    # multivariate Gaussian example):
     # mu = sample mean, A = inverse of the (biased) sample covariance. The gradient of the
     # mean loss there is zero up to rounding.
     y = torch.randn(200, D) @ torch.tensor(A0) + torch.tensor(MU0)

@@ -46,7 +46,7 @@ def nce(
         \operatorname{softplus}(G(\tilde y_{ik})),
 
     i.e. the logistic loss of telling data from noise. Its mean is
-    :math:`-J(\theta)` of Gutmann & Hyvärinen (2012, eq. 8) (twice :math:`-J_T` of the 2010
+    :math:`-J(\theta)` of Gutmann & Hyvärinen (2012) (twice :math:`-J_T` of the 2010
     paper, which divides by :math:`2T` for :math:`\nu = 1`). The noise must cover the data
     and have a known density. Margin: none (it is a likelihood loss).
 
@@ -120,7 +120,7 @@ def info_nce(
             ``reduction`` is unknown.
 
     References:
-        Florence et al., "Implicit Behavioral Cloning", CoRL 2021, arXiv:2109.00137, eq. (4);
+        Florence et al., "Implicit Behavioral Cloning", CoRL 2021, arXiv:2109.00137;
         van den Oord, Li, Vinyals, "Representation learning with contrastive predictive
         coding", 2018, arXiv:1807.03748.
 

@@ -45,7 +45,7 @@ def energy_l2(e_pos: Tensor, e_neg: Tensor | None = None, *, reduction: str = "m
 
     References:
         Du & Mordatch, "Implicit generation and generalization in energy-based models",
-        NeurIPS 2019, arXiv:1903.08689, Section 3.3.
+        NeurIPS 2019, arXiv:1903.08689.
 
     Example:
         >>> import torch, ebmlab as eb

@@ -136,7 +136,7 @@ def sliced_score_matching(
 
     References:
         Song, Garg, Shi, Ermon, "Sliced score matching: A scalable approach to density and
-        score estimation", UAI 2019, arXiv:1905.07088, eqs. (7)-(8).
+        score estimation", UAI 2019, arXiv:1905.07088.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -216,7 +216,7 @@ def denoising_score_matching(
 
     References:
         Vincent, "A connection between score matching and denoising autoencoders", Neural
-        Computation 2011, eq. (10) and Section 4.2.
+        Computation 2011 (the denoising objective and its equivalence to score matching).
 
     Example:
         >>> import torch, ebmlab as eb
