@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.samplers.base import Kernel, noise_like
+from ebmlab.samplers.base import Kernel
 from ebmlab.samplers.integrators import axpy, reflect
 from ebmlab.samplers.state import Info, State
 
@@ -55,18 +55,23 @@ class Langevin(Kernel):
     def _setup(self) -> None:
         h = self.step_size
         self._neg_step = -h
+        self._is_float = not isinstance(h, Tensor)
         sqrt = torch.sqrt if isinstance(h, Tensor) else math.sqrt
         self._noise_scale = sqrt(2.0 * h / self.beta)
-        self._constants: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._constants: tuple[Tensor, Tensor] | None = None
 
     def _accepted(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        # ULA accepts every move: share one read-only pair of constant tensors per shape.
-        key = (like.shape, like.dtype, like.device)
-        pair = self._constants.get(key)
-        if pair is None:
+        # ULA accepts every move: reuse one read-only pair of constant tensors while the
+        # batch keeps its shape, dtype and device (cheaper than allocating, or a dict lookup).
+        pair = self._constants
+        if (
+            pair is None
+            or pair[0].shape != like.shape
+            or pair[0].dtype != like.dtype
+            or pair[0].device != like.device
+        ):
             is_true = torch.ones(like.shape, dtype=torch.bool, device=like.device)
-            pair = (torch.ones_like(like), is_true)
-            self._constants[key] = pair
+            pair = self._constants = (torch.ones_like(like), is_true)
         return pair
 
     def step(
@@ -79,7 +84,10 @@ class Langevin(Kernel):
     ) -> tuple[State, Info]:
         """Make one Langevin step for every chain; returns the new state and its info."""
         y = axpy(state.position, self._neg_step, state.grad)
-        y = axpy(y, self._noise_scale, noise_like(y, generator))
+        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+        y = y.add_(noise, alpha=self._noise_scale) if self._is_float else y.addcmul_(
+            noise, self._noise_scale
+        )
         if self.domain is not None:
             low, high = self.domain.bounds(y)
             y = reflect(y, None, low, high)[0]

@@ -91,7 +91,13 @@ class MALA(Kernel):
             return new, Info(info.acceptance_rate, info.is_accepted, info.is_divergent)
         y, e, g = state
         noise = noise_like(y, generator)
-        y_new = axpy(axpy(y, self._neg_step, g), self._noise_scale, noise)
+        y_new = axpy(y, self._neg_step, g)
+        # y_new is a fresh tensor: add the noise in place.
+        y_new = (
+            y_new.addcmul_(noise, self._noise_scale)
+            if isinstance(self._noise_scale, Tensor)
+            else y_new.add_(noise, alpha=self._noise_scale)
+        )
         e_new, g_new = energy.energy_and_grad(y_new, x)
         # log q(y'|y) = -|noise|^2 / 2 because (y' - y + h g) = sqrt(2h / beta) noise.
         back = axpy(y - y_new, self.step_size, g_new)

@@ -12,7 +12,7 @@ from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.samplers.base import Kernel, check_target_acceptance, noise_like
 from ebmlab.samplers.hmc import DIVERGENCE_THRESHOLD, check_mass, kinetic
-from ebmlab.samplers.integrators import leapfrog
+from ebmlab.samplers.integrators import reflect
 from ebmlab.samplers.state import NUTSInfo, State
 
 __all__ = ["NUTS"]
@@ -129,6 +129,9 @@ class NUTS(Kernel):
             forward = torch.rand(chains, generator=generator, dtype=dtype, device=device) < 0.5
             signed_step = torch.where(forward, 1.0, -1.0).to(dtype).mul_(self.step_size)
             signed_step = signed_step.view(view)
+            # Leapfrog coefficients of this doubling, computed once (not per leapfrog step).
+            neg_half = signed_step * -0.5
+            drift = signed_step * inv_mass
             fm = forward.view(view)
             y, p, g = (torch.where(fm, r, lft) for r, lft in zip(right, left, strict=True))
             alive = active
@@ -136,16 +139,21 @@ class NUTS(Kernel):
             sub_y, sub_e, sub_g = y0, e0, g0
             total = torch.zeros_like(p0)
             starts: list[tuple[Tensor, Tensor]] = [(total, p)] * (j + 1)
+            # Per-leapfrog log-weights and masks, reduced once per doubling for the Info.
+            log_ws: list[Tensor] = []
+            was_alive: list[Tensor] = []
             size = 1 << j
             for i in range(size):
-                y, p, e, g = leapfrog(y, p, g, energy, x, signed_step, 1, inv_mass, bounds)
+                p = torch.addcmul(p, neg_half, g)
+                y = torch.addcmul(y, drift, p)
+                if bounds is not None:
+                    y, p = reflect(y, p, bounds[0], bounds[1])
+                e, g = energy.energy_and_grad(y, x)
+                p = torch.addcmul(p, neg_half, g)
                 log_w = (h0 - e - kinetic(p, inv_mass)).mul_(beta)
-                num_steps += alive
-                is_finite = log_w >= -DIVERGENCE_THRESHOLD  # false for NaN too
-                is_divergent = is_divergent | (alive & ~is_finite)
-                alive = alive & is_finite
-                # A divergent state counts with acceptance 0 (masked, so its NaN never enters).
-                sum_accept += torch.where(alive, log_w.clamp(max=0.0).exp(), 0.0)
+                log_ws.append(log_w)
+                was_alive.append(alive)
+                alive = alive & (log_w >= -DIVERGENCE_THRESHOLD)  # false for NaN too
                 # Uniform progressive sampling inside the sub-tree: take state i w.p. w_i / W.
                 new_log_w = torch.logaddexp(sub_log_w, log_w)
                 u = torch.rand(chains, generator=generator, dtype=dtype, device=device)
@@ -166,6 +174,16 @@ class NUTS(Kernel):
                         alive = alive & _no_u_turn(p_first, p, total - before, inv_mass)
                 if j >= 2 and not bool(alive.any()):
                     break
+
+            # Info for the states this doubling computed, (n, chains) at once: a state counts
+            # if its chain was still building; a divergent one counts with acceptance 0.
+            stacked_w = torch.stack(log_ws)
+            counted = torch.stack(was_alive)
+            is_finite = stacked_w >= -DIVERGENCE_THRESHOLD
+            num_steps += counted.sum(0)
+            is_divergent = is_divergent | (counted & ~is_finite).any(0)
+            accept = torch.where(counted & is_finite, stacked_w.clamp(max=0.0).exp(), 0.0)
+            sum_accept += accept.sum(0)
 
             # Biased progressive sampling: move into the new sub-tree w.p. min(1, W_new/W_old).
             u = torch.rand(chains, generator=generator, dtype=dtype, device=device)
