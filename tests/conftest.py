@@ -9,6 +9,10 @@ import torch
 
 SEED = int(os.environ.get("EBMLAB_TEST_SEED", "1234"))
 
+# The suite runs as two pytest workers on two cores; a second torch thread per worker only
+# oversubscribes them (tiny tensors run 10-50x slower).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _float64_and_seed(request: pytest.FixtureRequest):
