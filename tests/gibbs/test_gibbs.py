@@ -262,3 +262,28 @@ def test_non_finite_energies_are_reported():
     flat_inf = eb.FunctionEnergy(lambda y, x: torch.full((y.shape[0],), math.inf))
     with pytest.raises(ValueError, match="not normalisable"):
         eb.Gibbs(flat_inf, domain=eb.Box(-2.0, 2.0)).log_partition()
+
+
+def test_three_dimensional_and_matrix_shaped_events(generator):
+    # A 3-D box and a (2, 1)-shaped event: the grid works on the flattened coordinates.
+    q3 = eb.energies.Quadratic(torch.diag(torch.tensor([1.0, 2.0, 4.0])))
+    p3 = eb.Gibbs(q3, domain=eb.Box([-7.0] * 3, [7.0] * 3), estimator=Grid(num=48))
+    assert p3.log_partition().value.item() == pytest.approx(q3.log_partition(), abs=1e-8)
+    assert p3.sample((6,), generator=generator).shape == (6, 3)
+    shaped = eb.FunctionEnergy(lambda y, x: (y**2).sum((-2, -1)), y_shape=(2, 1))
+    box = eb.Box(torch.full((2, 1), -5.0), torch.full((2, 1), 5.0))
+    p = eb.Gibbs(shaped, domain=box, estimator=Grid(num=128))
+    assert p.event_shape == (2, 1) and p.mean.shape == (2, 1)
+    assert p.log_partition().value.item() == pytest.approx(math.log(math.pi), abs=1e-8)
+    y = p.sample((4,), generator=generator)
+    assert y.shape == (4, 2, 1) and p.log_prob(y).shape == (4,)
+
+
+def test_monte_carlo_estimators_follow_the_input_dtype(generator):
+    energy = eb.FunctionEnergy(lambda y, x: ((y - x) ** 2).sum(-1), y_shape=(1,))
+    x = torch.zeros(2, 1, dtype=torch.float32)
+    box = eb.Box(-5.0, 5.0)
+    for estimator in (Importance(500), AIS(32, 5)):
+        p = eb.Gibbs(energy, x, domain=box, estimator=estimator)
+        assert p.log_partition(generator=generator).value.dtype == torch.float32
+        assert p.sample((3,), generator=generator).dtype == torch.float32
