@@ -70,7 +70,7 @@ class Grid:
     :math:`2 e^{-2\pi^2\sigma^2/h^2}` (Poisson summation): :math:`6\cdot10^{-9}` at
     :math:`h = \sigma`, but 1.4 % at :math:`h = 2\sigma`. Rule of thumb: keep the cell side
     below the width of the narrowest well; check by halving ``num``
-    (Richardson: error :math:`\approx (L_h - L_{2h})/3` for a boundary-dominated error).
+    (Richardson: :math:`L_h - \log Z \approx (L_{2h} - L_h)/3` for an :math:`O(h^2)` error).
 
     Args:
         num: cells per axis, an int or one per coordinate; by default 2048 (1-D), 256 (2-D)
