@@ -14,6 +14,7 @@ import sys
 import torch
 
 import ebmlab as eb
+
 from common import compare, peak_memory_mb, with_threads, write
 
 B, S, STEPS, LR = 1024, 32, 200, 0.05
@@ -44,51 +45,49 @@ def problems() -> list[tuple[str, eb.Energy, torch.Tensor | None, tuple[int, ...
     return out
 
 
+def measure(name: str, energy: eb.Energy, x: torch.Tensor | None, shape: tuple[int, ...],
+            threads: int) -> dict[str, object]:
+    b, s = (B, S) if x is not None else (1, B * S)
+    y0 = torch.randn(b, s, *shape, generator=torch.Generator().manual_seed(1))
+    xr = None if x is None else x.repeat_interleave(s, 0)
+    flat = y0.reshape(b * s, *shape)
+    solver = eb.inference.Adam(lr=LR)
+
+    def library(early: bool = False, target: eb.Energy = energy) -> eb.Inference:
+        return eb.infer(target, x=x, init=y0, solver=solver, max_steps=STEPS,
+                        early_stop=early, gtol=1e-4, ftol=1e-7)
+
+    def hand() -> torch.Tensor:
+        return hand_loop(energy, flat, xr)
+
+    full = with_threads(threads, lambda: compare(library, hand, repeats=3))
+    early = with_threads(threads, lambda: compare(lambda: library(True), hand, repeats=3))
+    row: dict[str, object] = {
+        "problem": name,
+        "threads": threads,
+        "hand loop (s)": full["baseline_s"],
+        "eb.infer (s)": full["library_s"],
+        "ratio": full["ratio"],
+        "early-stop ratio": early["ratio"],
+        "minima/input": float(library().count.float().mean()),
+    }
+    if threads == 1:
+        row["peak MB (infer)"] = peak_memory_mb(library)
+        row["peak MB (hand)"] = peak_memory_mb(hand)
+    if isinstance(energy, eb.energies.GaussianMixture):
+        autograd = eb.FunctionEnergy(energy.forward, y_shape=shape)  # gradient by autograd
+        vs = with_threads(threads, lambda: compare(library, lambda: library(target=autograd),
+                                                   repeats=3))
+        row["analytic speed-up vs autograd"] = 1 / vs["ratio"]
+    return row
+
+
 def main() -> None:
     rows = []
     for threads in (1, 2):
         for name, energy, x, shape in problems():
-            b, s = (B, S) if x is not None else (1, B * S)
-            g = torch.Generator().manual_seed(1)
-            y0 = torch.randn(b, s, *shape, generator=g)
-            xr = None if x is None else x.repeat_interleave(s, 0)
-            flat = y0.reshape(b * s, *shape)
-            solver = eb.inference.Adam(lr=LR)
-
-            def library(early: bool = False) -> eb.Inference:
-                return eb.infer(energy, x=x, init=y0, solver=solver, max_steps=STEPS,
-                                early_stop=early, gtol=1e-4, ftol=1e-7)
-
-            def run_pair(lib=library) -> dict[str, float]:  # noqa: B008
-                return compare(lib, lambda: hand_loop(energy, flat, xr), repeats=3)
-
-            full = with_threads(threads, run_pair)
-            early = with_threads(threads, lambda: compare(lambda: library(True),
-                                                          lambda: hand_loop(energy, flat, xr),
-                                                          repeats=3))
-            res = library()
-            row = {
-                "problem": name,
-                "threads": threads,
-                "hand loop (s)": full["baseline_s"],
-                "eb.infer (s)": full["library_s"],
-                "ratio": full["ratio"],
-                "early-stop ratio": early["ratio"],
-                "minima/input": float(res.count.float().mean()),
-            }
-            if threads == 1:
-                row["peak MB (infer)"] = peak_memory_mb(library)
-                row["peak MB (hand)"] = peak_memory_mb(lambda: hand_loop(energy, flat, xr))
-            if isinstance(energy, eb.energies.GaussianMixture):
-                autograd = eb.FunctionEnergy(energy.forward, y_shape=shape)  # autograd gradient
-                vs = with_threads(threads, lambda: compare(
-                    library,
-                    lambda: eb.infer(autograd, init=y0, solver=solver, max_steps=STEPS,
-                                     early_stop=False),
-                    repeats=3))
-                row["analytic speed-up vs autograd"] = 1 / vs["ratio"]
-            rows.append(row)
-            print(row, flush=True)
+            rows.append(measure(name, energy, x, shape, threads))
+            print(rows[-1], flush=True)
     write(
         "infer",
         rows,

@@ -22,11 +22,12 @@ import sys
 import time
 
 import torch
-from common import compare, with_threads, write
 from torch.distributions import Independent, Normal
 
 import ebmlab as eb
 from ebmlab.partition import AIS, Grid, Importance
+
+from common import compare, with_threads, write
 
 QUICK = "--quick" in sys.argv
 SEEDS = 3 if QUICK else 5
