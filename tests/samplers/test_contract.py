@@ -184,3 +184,25 @@ def test_sample_refuses_bad_input():
     with pytest.raises(ValueError, match="inside the sampler's domain"):
         eb.sample(energy, torch.full((4, 2), 5.0), eb.samplers.MALA(0.1, domain=eb.Box(
             [-1.0, -1.0], [1.0, 1.0])), 2)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_samples_a_free_energy(name):
+    # A FreeEnergy (z of the course's ellipse eliminated at finite beta) is an Energy like
+    # any other: every kernel runs on it through its energy_and_grad.
+    import math
+
+    grid = eb.latent.Grid(0.0, 2 * math.pi, 24, periodic=True)
+    free = eb.FreeEnergy(eb.energies.Ellipse(), grid, beta=4.0)
+    chain = eb.sample(free, torch.zeros(8, 2) + torch.tensor([2.0, 0.0]), FACTORIES[name](), 5,
+                      generator=torch.Generator().manual_seed(0))
+    assert chain.samples.shape == (5, 8, 2)
+    assert bool(torch.isfinite(chain.energy).all())
+
+
+def test_progress_bar_runs(capsys):
+    energy = eb.energies.Quadratic(torch.eye(2))
+    chain = eb.sample(energy, torch.zeros(2, 2), eb.samplers.MALA(0.1), 5, burn_in=3,
+                      progress=True, generator=torch.Generator().manual_seed(0))
+    assert chain.samples.shape == (5, 2, 2)
+    assert "sampling" in capsys.readouterr().err

@@ -3,12 +3,12 @@
 Failure budget. Every statistical assertion is a two-sided test at a stated level under the
 null hypothesis that the sampler is correct; summed over this file (Bonferroni) the chance
 that a correct implementation fails for an unlucky seed is below 1e-3:
-- 12 KS tests at 1e-5 (stationarity)                                     -> 1.2e-4
-- 12 moment tests at z = 4.5 (p = 6.8e-6 each, ESS estimated to ~10 %)    -> 1e-4 (*)
-- 4 variance tests at z = 4 (p = 6.3e-5 each)                            -> 2.5e-4
-- 3 acceptance-rate tests at +-0.1 around the target (> 10 sd each)       -> ~0
+- 20 KS tests at 1e-5 (12 stationarity, 4 reflection, 4 mass matrix)       -> 2e-4
+- 12 moment tests at z = 4.5 (p = 6.8e-6 each, ESS estimated to ~10 %) (*) -> 2e-4
+- 5 variance tests at z = 4 (p = 6.3e-5 each)                              -> 3.2e-4
+- 3 acceptance-rate tests at +-0.1 around the target (> 10 sd each)        -> ~0
 (*) with ESS overestimated by 10 %, z = 4.5 acts as z = 4.3 (p = 1.7e-5): 12 * 1.7e-5 = 2e-4.
-Total below 7e-4.
+Total below 7.2e-4.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def test_hmc_flags_a_large_energy_error(generator):
 def test_reflection_keeps_the_uniform_law_on_a_box(generator):
     # F = 0 on a box: reflected random walks (Langevin) and reflected HMC leave the uniform
     # law invariant. Start 3000 chains uniform, run, KS-test each coordinate against U(low,
-    # high) at level 1e-5 (4 tests, counted in the budget's 12 KS tests' margin).
+    # high) at level 1e-5.
     box = eb.Box([-1.0, 0.0], [1.0, 0.5])
     flat = eb.FunctionEnergy(lambda y, x: y.sum(-1) * 0.0, grad_fn=lambda y, x: y * 0.0,
                              y_shape=(2,))
@@ -194,3 +194,17 @@ def test_reflection_keeps_the_uniform_law_on_a_box(generator):
         for i, (lo, hi) in enumerate(((-1.0, 1.0), (0.0, 0.5))):
             p = stats.kstest(end[:, i].numpy(), stats.uniform(lo, hi - lo).cdf).pvalue
             assert p > 1e-5, (type(kernel).__name__, i, p)
+
+
+@pytest.mark.parametrize("name", ["hmc", "nuts"])
+def test_a_diagonal_mass_matrix_keeps_the_target(name, generator):
+    # The mass only changes the dynamics: from 3000 exact draws of N(0, diag(SIGMA^2)), a few
+    # steps with M = diag(1, 4) keep each coordinate's law (two-sample KS at 1e-5).
+    mass = torch.tensor([1.0, 4.0])
+    kernel = (eb.samplers.HMC(0.3, 4, mass=mass, target_acceptance=None) if name == "hmc"
+              else eb.samplers.NUTS(0.4, max_tree_depth=5, mass=mass, target_acceptance=None))
+    end = eb.sample(GAUSSIAN, gaussian_samples(3000, generator), kernel, 4,
+                    generator=generator).samples[-1]
+    fresh = gaussian_samples(3000, generator)
+    for i in range(2):
+        assert stats.ks_2samp(end[:, i].numpy(), fresh[:, i].numpy()).pvalue > 1e-5
