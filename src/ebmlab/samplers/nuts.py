@@ -118,11 +118,11 @@ class NUTS(Kernel):
         rho = p0
         log_w_tree = torch.zeros(chains, dtype=dtype, device=device)
         active = torch.ones(chains, dtype=torch.bool, device=device)
-        is_divergent = torch.zeros_like(active)
         is_accepted = torch.zeros_like(active)
         depth = torch.zeros(chains, dtype=torch.long, device=device)
-        num_steps = torch.zeros_like(depth)
-        sum_accept = torch.zeros_like(log_w_tree)
+        # Per-leapfrog log-weights and masks, reduced once per step for the Info.
+        log_ws: list[Tensor] = []
+        was_alive: list[Tensor] = []
         neg_inf = torch.full_like(log_w_tree, -math.inf)
 
         for j in range(self.max_tree_depth):
@@ -139,9 +139,6 @@ class NUTS(Kernel):
             sub_y, sub_e, sub_g = y0, e0, g0
             total = torch.zeros_like(p0)
             starts: list[tuple[Tensor, Tensor]] = [(total, p)] * (j + 1)
-            # Per-leapfrog log-weights and masks, reduced once per doubling for the Info.
-            log_ws: list[Tensor] = []
-            was_alive: list[Tensor] = []
             size = 1 << j
             for i in range(size):
                 p = torch.addcmul(p, neg_half, g)
@@ -150,7 +147,9 @@ class NUTS(Kernel):
                     y, p = reflect(y, p, bounds[0], bounds[1])
                 e, g = energy.energy_and_grad(y, x)
                 p = torch.addcmul(p, neg_half, g)
-                log_w = (h0 - e - kinetic(p, inv_mass)).mul_(beta)
+                log_w = h0 - e - kinetic(p, inv_mass)
+                if beta != 1.0:
+                    log_w = log_w.mul_(beta)
                 log_ws.append(log_w)
                 was_alive.append(alive)
                 alive = alive & (log_w >= -DIVERGENCE_THRESHOLD)  # false for NaN too
@@ -175,16 +174,6 @@ class NUTS(Kernel):
                 if j >= 2 and not bool(alive.any()):
                     break
 
-            # Info for the states this doubling computed, (n, chains) at once: a state counts
-            # if its chain was still building; a divergent one counts with acceptance 0.
-            stacked_w = torch.stack(log_ws)
-            counted = torch.stack(was_alive)
-            is_finite = stacked_w >= -DIVERGENCE_THRESHOLD
-            num_steps += counted.sum(0)
-            is_divergent = is_divergent | (counted & ~is_finite).any(0)
-            accept = torch.where(counted & is_finite, stacked_w.clamp(max=0.0).exp(), 0.0)
-            sum_accept += accept.sum(0)
-
             # Biased progressive sampling: move into the new sub-tree w.p. min(1, W_new/W_old).
             u = torch.rand(chains, generator=generator, dtype=dtype, device=device)
             switch = (u < (sub_log_w - log_w_tree).exp()) & alive
@@ -207,5 +196,13 @@ class NUTS(Kernel):
             if not bool(active.any()):
                 break
 
-        rate = sum_accept / num_steps.clamp(min=1)
+        # Info for every state the step computed, (n, chains) at once: a state counts if its
+        # chain was still building; a divergent one counts with acceptance 0.
+        stacked_w = torch.stack(log_ws)
+        counted = torch.stack(was_alive)
+        is_finite = stacked_w >= -DIVERGENCE_THRESHOLD
+        num_steps = counted.sum(0)
+        is_divergent = (counted & ~is_finite).any(0)
+        accept = torch.where(counted & is_finite, stacked_w.clamp(max=0.0).exp(), 0.0)
+        rate = accept.sum(0) / num_steps.clamp(min=1)
         return sample, NUTSInfo(rate, is_accepted, is_divergent, depth, num_steps)
