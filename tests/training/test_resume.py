@@ -155,5 +155,12 @@ def test_checkpoint_holds_everything(checkpoint):
     assert list_checkpoints(checkpoint) == [2, 4]  # keep_checkpoints=2 keeps both
 
 
+def test_resume_false_refuses_a_folder_with_checkpoints(checkpoint):
+    model = eb.energies.Quadratic(torch.eye(1))
+    with pytest.raises(ValueError, match="earlier run"):
+        eb.fit(model, torch.randn(32, 1), "energy_loss", num_steps=4, checkpoint_dir=checkpoint,
+               resume=False, progress=False)
+
+
 if __name__ == "__main__":
     train_job(Path(sys.argv[1]), int(sys.argv[2]))

@@ -260,7 +260,8 @@ def fit(
         checkpoint_every: steps between checkpoints (default: a tenth of ``num_steps``); one
             is always written at the end.
         keep_checkpoints: how many recent checkpoints to keep.
-        resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
+        resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one;
+            with ``False`` a folder that holds checkpoints is refused.
         clip_grad_norm: clip the gradient's global norm to this value.
         seed: seeds the batches and, without ``generator``, the negatives and the loss.
         generator: the random source of negatives and stochastic losses (its state is
@@ -336,8 +337,13 @@ def fit(
     history = History()
     start = 0
     last_checkpoint: Path | None = None
-    if folder is not None and resume:
+    if folder is not None:
         latest = latest_checkpoint(folder)
+        if latest is not None and not resume:
+            raise ValueError(
+                f"checkpoint_dir {folder} holds checkpoints of an earlier run (latest "
+                f"{latest.name}); pass resume=True to continue it, or use an empty folder"
+            )
         if latest is not None:
             start = _restore(latest, energy, opt, scheduler, negatives, generator, history)
             last_checkpoint = latest
@@ -358,8 +364,8 @@ def fit(
 
     event_ndim = y_all.ndim - 1
     params = [p for p in energy.parameters() if p.requires_grad]
-    stats = torch.zeros(log_every, 3, dtype=y_all.dtype, device=y_all.device)
-    nan = torch.full((), math.nan, dtype=y_all.dtype, device=y_all.device)
+    stats: Tensor | None = None  # (log_every, 3) per-step statistics, read once per interval
+    nan: Tensor | None = None
     bar = _progress(progress, num_steps, start, description)
     pending = 0  # steps whose statistics are still in `stats`
     began = time.perf_counter()
@@ -393,6 +399,9 @@ def fit(
             opt.step()
             if scheduler is not None:
                 scheduler.step()
+            if stats is None:
+                stats = torch.zeros(log_every, 3, dtype=value.dtype, device=value.device)
+                nan = torch.full((), math.nan, dtype=value.dtype, device=value.device)
             e_pos_mean = e_pos.detach().mean()
             e_neg_mean = nan if e_neg is None else e_neg.detach().mean()
             torch.stack((value.detach(), e_pos_mean, e_neg_mean), out=stats[pending])
