@@ -83,7 +83,9 @@ class MostOffending:
         num_boundary: random directions for the boundary search (0 to skip it).
         solver: an inference solver or its name (default Adam).
         max_steps: steps of each search (``eb.infer`` keeps only converged minima when some
-            start converged, so leave enough steps).
+            start converged, so leave enough steps for ``gtol``).
+        gtol: gradient-norm tolerance of the unconstrained search (loose: a negative needs
+            to be offending, not exact).
         lr: step size of the boundary search, relative to ε (each step moves about
             ``lr * epsilon``).
 
@@ -101,10 +103,11 @@ class MostOffending:
         epsilon: float,
         *,
         domain: Box | None = None,
-        num_starts: int = 16,
-        num_boundary: int = 8,
+        num_starts: int = 8,
+        num_boundary: int = 4,
         solver: Any = None,
-        max_steps: int = 500,
+        max_steps: int = 200,
+        gtol: float = 1e-3,
         lr: float = 0.1,
     ) -> None:
         self.epsilon = check_positive(epsilon, "epsilon")
@@ -113,6 +116,7 @@ class MostOffending:
         self.num_boundary = check_positive_int(num_boundary, "num_boundary", minimum=0)
         self.solver = solver
         self.max_steps = check_positive_int(max_steps, "max_steps")
+        self.gtol = check_positive(gtol, "gtol")
         self.lr = check_positive(lr, "lr")
 
     def __repr__(self) -> str:
@@ -133,7 +137,7 @@ class MostOffending:
         res = infer(
             energy, x, y_shape=shape, num_starts=self.num_starts, domain=self.domain,
             solver=self.solver, generator=generator, max_steps=self.max_steps,
-            dtype=y.dtype, device=y.device,
+            gtol=self.gtol, dtype=y.dtype, device=y.device,
         )
         minima = res.y.expand(b, *res.y.shape[1:])  # (1 or B, K, *shape) -> (B, K, *shape)
         e_min = res.energy.expand(b, -1)
