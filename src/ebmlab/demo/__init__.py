@@ -13,6 +13,7 @@ __all__ = ["SECTIONS", "run_demo"]
 # its figures into ``out``.
 SECTIONS: list[str] = [
     "spine",
+    "latent",
     "gibbs",
     "training",
     "samplers",

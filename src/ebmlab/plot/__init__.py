@@ -6,9 +6,23 @@
 from ebmlab.plot.figure import save, subplots
 from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
+from ebmlab.plot.latent import (
+    energy_vs_z,
+    free_energy_map,
+    free_energy_vs_beta,
+    horn_surface,
+    manifold,
+    responsibilities,
+)
 from ebmlab.plot.samplers import chains, histogram_vs_exact, trace
 
 __all__ = [
+    "free_energy_map",
+    "energy_vs_z",
+    "free_energy_vs_beta",
+    "manifold",
+    "responsibilities",
+    "horn_surface",
     "landscape",
     "modes",
     "trajectories",

@@ -1,0 +1,107 @@
+"""Joint (y, z) inference through eb.infer, and the manifold of predictions."""
+
+import math
+
+import pytest
+import torch
+
+import ebmlab as eb
+
+
+class Linear(eb.LatentEnergy):
+    """E(x, y, z) = ‖y − A z − x‖² + ‖z − c‖²: the unique joint minimum is z = c, y = A c + x."""
+
+    y_shape, z_shape = (3,), (2,)
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.2, -0.4]])
+        self.c = torch.tensor([0.7, -1.2])
+
+    def forward(self, y, z, x=None):
+        x = 0 if x is None else x
+        return ((y - z @ self.a.T - x) ** 2).sum(-1) + ((z - self.c) ** 2).sum(-1)
+
+
+def test_joint_inference_recovers_the_known_minimum(generator):
+    energy = Linear()
+    x = torch.randn(4, 3, generator=generator)
+    res = eb.infer(energy, x=x, num_starts=6, generator=generator, solver="lbfgs", gtol=1e-9)
+    assert res.z is not None and res.z.shape[:2] == res.y.shape[:2]
+    assert res.count.tolist() == [1, 1, 1, 1]  # convex: one minimum each
+    torch.testing.assert_close(res.z[:, 0], energy.c.expand(4, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.best, energy.c @ energy.a.T + x, atol=1e-6, rtol=0)
+    assert (res.energy[:, 0] < 1e-10).all()
+
+
+def test_joint_inference_on_the_ellipse_lands_on_it(generator):
+    ellipse = eb.energies.Ellipse()
+    res = eb.infer(ellipse, num_starts=12, generator=generator, solver="lbfgs", gtol=1e-8,
+                   return_trajectory=True)
+    y, z = res.y[0, res.valid[0]], res.z[0, res.valid[0]]
+    # E(y, z) = 0 exactly on the decoded ellipse: every joint minimum is y = decode(z)
+    torch.testing.assert_close(y, ellipse.decode(z).detach(), atol=1e-5, rtol=0)
+    assert res.trajectory.shape[1:] == (1, 12, 2)
+
+
+def test_joint_inference_respects_the_z_domain(generator):
+    box = eb.Box([0.5], [1.0])
+    res = eb.infer(eb.energies.Ellipse(), num_starts=8, z_domain=box, generator=generator,
+                   domain=eb.Box([-3.0, -3.0], [3.0, 3.0]))
+    z = res.z[res.valid]
+    assert ((z >= 0.5) & (z <= 1.0)).all()
+
+
+def test_joint_inference_needs_z_shape():
+    class NoShapes(eb.LatentEnergy):
+        def forward(self, y, z, x=None):
+            return ((y - z) ** 2).sum(-1)
+
+    with pytest.raises(ValueError, match="z_shape is needed"):
+        eb.infer(NoShapes(), y_shape=(2,))
+    res = eb.infer(NoShapes(), y_shape=(2,), z_shape=(2,), num_starts=2, max_steps=50)
+    assert res.z.shape[-1] == 2
+    with pytest.raises(ValueError, match="z_shape is"):
+        eb.infer(eb.energies.Ellipse(), z_shape=(2,))
+
+
+class EllipseWithoutDecoder(eb.LatentEnergy):
+    """The ellipse energy with no ``decode``: the manifold must be found by inference."""
+
+    y_shape, z_shape = (2,), (1,)
+
+    def __init__(self):
+        super().__init__()
+        self.inner = eb.energies.Ellipse(w=(2.0, 1.5))
+
+    def forward(self, y, z, x=None):
+        return self.inner(y, z)
+
+
+def test_manifold_by_decoder_and_by_inference_agree(generator):
+    grid = eb.latent.Grid(0.0, 2 * math.pi, 12, periodic=True)
+    closed = eb.manifold(eb.energies.Ellipse(), grid)
+    assert closed.shape == (1, 12, 2)
+    z = grid.points()
+    torch.testing.assert_close(closed[0], torch.cat([2 * z.cos(), 1.5 * z.sin()], -1))
+    inferred = eb.manifold(EllipseWithoutDecoder(), grid, generator=generator, solver="lbfgs")
+    # a convex quadratic in y: inference converges to gtol = 1e-5 on ‖∇‖ = 2‖y − d‖
+    torch.testing.assert_close(inferred, closed, atol=1e-4, rtol=0)
+
+
+def test_manifold_of_the_horn_has_one_curve_per_input(generator):
+    horn = eb.energies.Horn()
+    grid = eb.latent.Grid(0.0, 2 * math.pi, 16, periodic=True)
+    x = torch.tensor([[0.0], [0.5], [1.0]])
+    m = eb.manifold(horn, grid, x=x)
+    assert m.shape == (3, 16, 2)
+    z = grid.points()
+    f = horn.f(x).detach()
+    torch.testing.assert_close(m[1], f[1] * torch.cat([z.cos(), z.sin()], -1))
+
+
+def test_manifold_rejects_minimize_and_non_latent():
+    with pytest.raises(TypeError, match="finite set"):
+        eb.manifold(eb.energies.Ellipse(), eb.latent.Minimize((1,)))
+    with pytest.raises(TypeError, match="LatentEnergy"):
+        eb.manifold(eb.energies.DoubleWell(2), eb.latent.Grid(0.0, 1.0, 3))
