@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ebmlab._checks import check_generator, check_positive, check_positive_int
+from ebmlab.training import distributed
 from ebmlab.training.batches import Batches, split_data
 from ebmlab.training.callbacks import Callback, CSVLogger
 from ebmlab.training.checkpoint import (
@@ -323,15 +324,30 @@ def fit(
             raise TypeError(f"callbacks must be ebmlab.training.Callback; got {type(cb).__name__}")
     y_all, x_all = split_data(data)
     batches = Batches(y_all, x_all, batch_size, seed)
+    # Under torchrun: every rank draws the same global batch and keeps its slice (see
+    # ebmlab.training.distributed); a single process has rank 0 of 1 and is unchanged.
+    distributed.setup(device=y_all.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    is_main = rank == 0
+    rows = min(batches.num, batch_size)
+    if rows % world:
+        raise ValueError(
+            f"batch_size must be a multiple of the number of processes {world} (each takes an "
+            f"equal slice of the global batch); got a batch of {rows} rows"
+        )
+    part = slice(*distributed.shard_range(rows, rank, world))
     if generator is None:
-        generator = torch.Generator(device=y_all.device).manual_seed(seed)
+        generator = torch.Generator(device=y_all.device).manual_seed(
+            distributed.derive_seed(seed, rank))
+    elif rank > 0:  # per-rank negatives: an explicit generator is re-seeded on ranks >= 1
+        generator.manual_seed(distributed.derive_seed(generator.initial_seed(), rank))
     opt = _make_optimizer(optimizer, energy)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_every is None:
         checkpoint_every = max(1, num_steps // 10)
     check_positive_int(checkpoint_every, "checkpoint_every")
-    callbacks = list(callbacks)
-    if folder is not None:
+    callbacks = list(callbacks) if is_main else []  # callbacks and files: rank 0 only
+    if folder is not None and is_main:
         callbacks.append(CSVLogger(folder / "metrics.csv"))
 
     history = History()
@@ -346,13 +362,21 @@ def fit(
             )
         if latest is not None:
             start = _restore(latest, energy, opt, scheduler, negatives, generator, history)
+            if world > 1:
+                distributed.restore_rank_state(read_checkpoint(latest)[1], negatives,
+                                               generator, seed, start)
             last_checkpoint = latest
             history.resumed_from = start
     history.checkpoint = last_checkpoint
 
     def save(step: int) -> Path:
-        path = _write(folder, step, energy, opt, scheduler, negatives, generator, history,
-                      keep_checkpoints)
+        ranks = distributed.gather_rank_states(negatives, generator)  # collective
+        if is_main:
+            path = _write(folder, step, energy, opt, scheduler, negatives, generator, history,
+                          keep_checkpoints, ranks)
+        distributed.barrier()  # the checkpoint is committed before any rank moves on
+        if not is_main:
+            path = latest_checkpoint(folder)
         history.checkpoint = path
         for cb in callbacks:
             cb.on_checkpoint(run, path)
@@ -366,21 +390,25 @@ def fit(
     params = [p for p in energy.parameters() if p.requires_grad]
     stats: Tensor | None = None  # (log_every, 3) per-step statistics, read once per interval
     nan: Tensor | None = None
-    bar = _progress(progress, num_steps, start, description)
+    bar = _progress(progress and is_main, num_steps, start, description)
+    model = distributed.wrap(energy, y_all.device)  # DistributedDataParallel under torchrun
+    step = start
     pending = 0  # steps whose statistics are still in `stats`
     began = time.perf_counter()
     energy.train()
     try:
         for step in range(start, num_steps):
             y, x = batches(step)
+            if world > 1:
+                y, x = y[part], None if x is None else x[part]
             values: dict[str, Any] = {}
             y_neg = None
             if needs_negatives:
                 y_neg = negatives(energy, y, x, generator=generator)
                 if step == start:
                     check_negatives_output(y_neg, y)
-            e_pos = energy(y, x)
-            e_neg = _flat_energy(energy, y_neg, x, event_ndim) if y_neg is not None else None
+            e_pos = model(y, x)
+            e_neg = _flat_energy(model, y_neg, x, event_ndim) if y_neg is not None else None
             values = {
                 "e_pos": e_pos, "e_data": e_pos, "e_neg": e_neg, "e_min": e_neg,
                 "e_noise": e_neg, "e_all": e_neg, "energy": energy, "y": y, "x": x,
@@ -411,7 +439,8 @@ def fit(
                 done % checkpoint_every == 0 or done == num_steps
             )
             if pending == log_every or is_checkpoint or done == num_steps:
-                record = _flush(stats[:pending], done, last_checkpoint, e_neg is not None)
+                block = distributed.all_reduce_mean(stats[:pending])  # mean over ranks
+                record = _flush(block, done, last_checkpoint, e_neg is not None)
                 record["lr"] = float(opt.param_groups[0]["lr"])
                 record["time"] = time.perf_counter() - began
                 run.step = done
@@ -426,6 +455,9 @@ def fit(
                 pending = 0
             if is_checkpoint:
                 last_checkpoint = save(done)
+    except BaseException as err:
+        distributed.report_failure(err, f"at step {step + 1}")  # names the rank; re-raised
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -489,6 +521,7 @@ def _write(
     generator: torch.Generator,
     history: History,
     keep: int,
+    ranks: dict[str, Tensor] | None = None,
 ) -> Path:
     """Gather the whole training state and write it as one checkpoint (the only writer)."""
     tensors: dict[str, Tensor] = {}
@@ -500,6 +533,7 @@ def _write(
         for name, t in negatives.state_dict().items():
             tensors[f"negatives.{name}"] = t
     tensors.update(generator_states({"generator": generator}))
+    tensors.update(ranks or {})  # the other ranks' generators and buffers (distributed runs)
     meta = {
         "optimizer": opt_meta,
         "scheduler": None if scheduler is None else _scheduler_state(scheduler),
