@@ -15,7 +15,7 @@ import torch
 
 import ebmlab as eb
 
-from common import compare, peak_memory_mb, with_threads, write
+from common import compare, rss_growth_mb, with_threads, write
 
 B, S, STEPS, LR = 1024, 32, 200, 0.05
 QUICK = "--quick" in sys.argv
@@ -38,7 +38,7 @@ def problems() -> list[tuple[str, eb.Energy, torch.Tensor | None, tuple[int, ...
     torch.manual_seed(0)
     out = []
     for d in (2, 16):
-        energy = eb.energies.MLPEnergy(d, x_dim=d, hidden=(64, 64)).requires_grad_(False)
+        energy = eb.energies.MLPEnergy(d, x_dim=d, hidden=(32, 32)).requires_grad_(False)
         out.append((f"MLPEnergy {d}-D (cond.)", energy, torch.randn(B, d), (d,)))
     gm = eb.energies.GaussianMixture.ring(8, radius=2.0, scale=0.3).requires_grad_(False)
     out.append(("GaussianMixture 8 modes", gm, None, (2,)))
@@ -72,8 +72,8 @@ def measure(name: str, energy: eb.Energy, x: torch.Tensor | None, shape: tuple[i
         "minima/input": float(library().count.float().mean()),
     }
     if threads == 1:
-        row["peak MB (infer)"] = peak_memory_mb(library)
-        row["peak MB (hand)"] = peak_memory_mb(hand)
+        row["peak MB (infer)"] = rss_growth_mb(library)
+        row["peak MB (hand)"] = rss_growth_mb(hand)
     if isinstance(energy, eb.energies.GaussianMixture):
         autograd = eb.FunctionEnergy(energy.forward, y_shape=shape)  # gradient by autograd
         vs = with_threads(threads, lambda: compare(library, lambda: library(target=autograd),
@@ -98,7 +98,8 @@ def main() -> None:
                "(merging included, early stop off) / hand-written torch.optim.Adam loop; "
                "early-stop ratio: eb.infer with gtol=1e-4, ftol=1e-7 / the same hand loop. "
                "Targets: ratio <= 1.10; early-stop ratio < 1 where starts converge; analytic "
-               "GaussianMixture >= 1.3x faster than autograd. Peak MB from the torch profiler."),
+               "GaussianMixture >= 1.3x faster than autograd. Peak MB: growth of the resident "
+               "set during one call (after warm-up)."),
     )
 
 

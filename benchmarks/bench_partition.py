@@ -15,7 +15,6 @@ Usage: python benchmarks/bench_partition.py [--quick]
 from __future__ import annotations
 
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from torch.distributions import Independent, Normal
 import ebmlab as eb
 from ebmlab.partition import AIS, Grid, Importance
 
-from common import compare, with_threads, write
+from common import compare, rss_growth_mb, with_threads, write
 
 QUICK = "--quick" in sys.argv
 SEEDS = 3 if QUICK else 5
@@ -96,42 +95,17 @@ def _ring() -> tuple[eb.Energy, eb.Box]:
     return gm, eb.Box([-4.0, -4.0], [4.0, 4.0])
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def rss_child(kind: str, num: int) -> None:
-    """In a fresh process: print the peak growth of resident memory (MiB) of one computation.
-
-    A thread samples the resident set every millisecond; large tensors are mmap-ed and
-    returned on free, so the growth above the starting level is the computation's peak.
-    """
-    import threading
-
+    """In a fresh process: print the peak growth of resident memory (MiB) of one computation."""
     torch.set_default_dtype(torch.float64)
     gm, box = _ring()
     # Warm up both code paths at a tiny size: first calls allocate one-off buffers.
     Grid(num=8).log_partition(gm, domain=box)
     naive_log_z(gm, box, 8)
-    start = _rss_mb()
-    peak = [start]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     if kind == "grid":
-        Grid(num=num).log_partition(gm, domain=box)
+        print(rss_growth_mb(lambda: Grid(num=num).log_partition(gm, domain=box)))
     else:
-        naive_log_z(gm, box, num)
-    done.set()
-    watcher.join()
-    print(max(peak[0], _rss_mb()) - start)
+        print(rss_growth_mb(lambda: naive_log_z(gm, box, num)))
 
 
 def peak_rss_mb(kind: str, num: int) -> float:

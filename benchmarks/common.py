@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
 import statistics
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -60,21 +62,36 @@ def compare(
     return {"library_s": lib_s, "baseline_s": base_s, "ratio": lib_s / base_s}
 
 
-def peak_memory_mb(fn: Callable[[], object]) -> float:
-    """Peak CPU memory allocated by torch tensors during ``fn()`` (MiB), via the profiler."""
-    from torch.profiler import ProfilerActivity, profile
+def rss_mb() -> float:
+    """The resident set size of this process (MiB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+
+def rss_growth_mb(fn: Callable[[], object], interval: float = 0.001) -> float:
+    """Peak growth of the resident set (MiB) while ``fn()`` runs, sampled by a thread.
+
+    Large tensors are mmap-ed and returned to the system on free, so the growth above the
+    starting level is the computation's peak. Warm ``fn`` up first (one-off buffers), and for
+    the cleanest figure call this in a fresh process.
+    """
+    start = rss_mb()
+    peak = [start]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(interval)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
         fn()
-    peak = cur = 0
-    events = sorted(
-        (e for e in prof.events() if getattr(e, "cpu_memory_usage", 0)),
-        key=lambda e: e.time_range.start,
-    )
-    for e in events:
-        cur += e.cpu_memory_usage
-        peak = max(peak, cur)
-    return peak / 2**20
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak[0], rss_mb()) - start
 
 
 def python_peak_mb(fn: Callable[[], object]) -> float:
