@@ -372,7 +372,10 @@ def train(config_path: str | Path, *, output: str | Path | None = None,
           progress: bool = True) -> Path:
     """Run ``ebmlab train``: validate, build, train (resuming), and write the run folder."""
     import ebmlab as eb
+    from ebmlab.training import distributed
 
+    distributed.setup(device="cpu")  # under torchrun (the CLI trains on the CPU: gloo)
+    is_main = distributed.is_main()  # rank 0 alone writes the run folder's files
     raw = load_config(config_path)
     if output is not None:
         raw["output"] = str(output)
@@ -386,11 +389,13 @@ def train(config_path: str | Path, *, output: str | Path | None = None,
             "folder or delete the old run"
         )
     built = build(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(resolved_text)
-    before = run_dir / "landscape_before.png"
-    if not before.is_file():
-        _plot_landscape(built["energy"], config, built, before, "before training")
+    distributed.barrier()  # every rank has read config.toml before rank 0 rewrites it
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(resolved_text)
+        before = run_dir / "landscape_before.png"
+        if not before.is_file():
+            _plot_landscape(built["energy"], config, built, before, "before training")
     eb.fit(
         built["energy"], built["data"], built["loss"], negatives=built["negatives"],
         optimizer=built["optimizer"], loss_options=built["loss_options"],
@@ -400,8 +405,9 @@ def train(config_path: str | Path, *, output: str | Path | None = None,
         clip_grad_norm=config["clip_grad_norm"], seed=config["seed"],
         log_every=config["log_every"], progress=progress, description=run_dir.name,
     )
-    _plot_landscape(built["energy"], config, built, run_dir / "landscape_after.png",
-                    f"after {config['num_steps']} steps")
+    if is_main:
+        _plot_landscape(built["energy"], config, built, run_dir / "landscape_after.png",
+                        f"after {config['num_steps']} steps")
     return run_dir
 
 
@@ -441,16 +447,25 @@ def _parse_x(values: list[str] | None, x_dim: int, dtype: torch.dtype) -> torch.
 
 
 def infer_run(run: str | Path, x_values: list[str] | None = None, *, num_starts: int = 32,
-              plot: str | Path | None = None, seed: int = 0) -> str:
-    """Run ``ebmlab infer``: the minima of a trained run's energy; returns the printed table."""
-    import ebmlab as eb
+              plot: str | Path | None = None, seed: int = 0, is_distributed: bool = False) -> str:
+    """Run ``ebmlab infer``: the minima of a trained run's energy; returns the printed table.
 
+    With ``is_distributed`` (under torchrun) the inputs are split across the processes by
+    :func:`ebmlab.training.distributed.sharded_infer`; the result equals one process's.
+    """
+    import ebmlab as eb
+    from ebmlab.training import distributed
+
+    infer = eb.infer
+    if is_distributed:
+        distributed.setup(device="cpu")
+        infer = distributed.sharded_infer if x_values else eb.infer
     config, built = load_run(run)
     energy, box = built["energy"], built["domain"]
     x_dim = 0 if built["x"] is None else int(math.prod(built["x"].shape[1:]))
     x = _parse_x(x_values, x_dim, torch.get_default_dtype())
     shape = tuple(built["y"].shape[1:])
-    result = eb.infer(energy, x, y_shape=shape, num_starts=num_starts, domain=box,
+    result = infer(energy, x, y_shape=shape, num_starts=num_starts, domain=box,
                       generator=torch.Generator().manual_seed(seed))
     lines = []
     for b in range(result.y.shape[0]):
@@ -459,7 +474,7 @@ def infer_run(run: str | Path, x_values: list[str] | None = None, *, num_starts:
         for k in range(int(result.count[b])):
             y_k = [round(v, 4) for v in result.y[b, k].reshape(-1).tolist()]
             lines.append(f"  y = {y_k}  F = {float(result.energy[b, k]):.5g}")
-    if plot is not None:
+    if plot is not None and distributed.is_main():
         if box is None:
             raise ValueError("--plot needs a [domain] table in the run's config")
         fig, (ax,) = eb.plot.subplots(title=f"minima of {Path(run).name}")
@@ -501,6 +516,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from ebmlab.training import distributed
     from ebmlab.training.fit import DivergenceError
 
     _set_threads(args)
@@ -509,6 +525,8 @@ def _run_train(args: argparse.Namespace) -> int:
     except DivergenceError as err:
         print(f"ebmlab train: {err}", file=sys.stderr)
         return 1
+    if not distributed.is_main():
+        return 0
     print(f"run written to {run_dir}/ (config.toml, metrics.csv, checkpoints, figures)")
     return 0
 
@@ -520,13 +538,19 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-starts", type=int, default=32, help="multi-start count")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of the minima")
     p.add_argument("--seed", type=int, default=0, help="seed of the starts")
+    p.add_argument("--distributed", action="store_true",
+                   help="split the inputs across the processes of torchrun (rank 0 prints)")
     _add_threads(p)
 
 
 def _run_infer(args: argparse.Namespace) -> int:
+    from ebmlab.training import distributed
+
     _set_threads(args)
-    print(infer_run(args.run, args.x, num_starts=args.num_starts, plot=args.plot,
-                    seed=args.seed))
+    table = infer_run(args.run, args.x, num_starts=args.num_starts, plot=args.plot,
+                      seed=args.seed, is_distributed=args.distributed)
+    if distributed.is_main():
+        print(table)
     return 0
 
 
