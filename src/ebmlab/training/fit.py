@@ -240,6 +240,12 @@ def fit(
     bit-identical on CPU to a run that was never interrupted (same thread count). A metrics CSV
     is written to ``checkpoint_dir/metrics.csv``.
 
+    Under ``torchrun --nproc_per_node N`` the same call trains data-parallel (see
+    :mod:`ebmlab.training.distributed`): each process takes ``batch_size / N`` rows of the
+    global batch, the energy is wrapped in ``DistributedDataParallel``, negatives are per rank
+    (seeds derived from ``seed`` and the rank), the statistics are averaged over ranks, and
+    rank 0 alone writes checkpoints, the CSV and the progress bar and runs the callbacks.
+
     Args:
         energy: the model, an :class:`ebmlab.Energy` (any module ``energy(y, x) -> (B,)``).
         data: answers ``y`` (N, *y_shape), a pair ``(x, y)`` as ``eb.data`` returns it, or a
