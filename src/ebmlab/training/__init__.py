@@ -1,6 +1,6 @@
 """Training: ``fit``, negatives, callbacks, checkpoints and the ``ebmlab train`` command."""
 
-from ebmlab.training import negatives
+from ebmlab.training import distributed, negatives
 from ebmlab.training.callbacks import Callback, CSVLogger, Evaluate, TensorBoardLogger
 from ebmlab.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
 from ebmlab.training.fit import DivergenceError, History, Run, fit, resolve_loss
@@ -12,6 +12,7 @@ __all__ = [
     "DivergenceError",
     "resolve_loss",
     "negatives",
+    "distributed",
     "Callback",
     "CSVLogger",
     "TensorBoardLogger",
