@@ -88,7 +88,7 @@ def run(out: Path, quick: bool) -> list[str]:
         model = eb.energies.Ellipse(w=(1.0, 1.0)).to(dtype)
         start = time.perf_counter()
         losses = train_energy_loss(eb.FreeEnergy(model, grid, beta=beta), y,
-                                   num_steps=100 if quick else 400)
+                                   num_steps=30 if quick else 100, lr=1.0, optimizer="lbfgs")
         w = [round(v, 3) for v in model.w.detach().tolist()]
         label = "∞" if math.isinf(beta) else f"{beta:g}"
         lines.append(f"ellipse, beta={label}: w = {w} (data: [2.0, 1.5]), loss "
@@ -132,14 +132,14 @@ def run(out: Path, quick: bool) -> list[str]:
     eb.plot.save(fig, out / "latent_responsibilities.png")
 
     # 6. The horn: f(x) trained by the energy loss; the decoded surface over (x, z).
-    x_h, y_h = eb.data.horn(256 if quick else 1024, generator=gen, dtype=dtype)
+    x_h, y_h = eb.data.horn(128 if quick else 1024, generator=gen, dtype=dtype)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         horn = eb.energies.Horn().to(dtype)
     horn_grid = eb.latent.Grid(0.0, 2 * math.pi, 48, periodic=True)
     free_h = eb.FreeEnergy(horn, horn_grid)
     start = time.perf_counter()
-    losses = train_energy_loss(free_h, y_h, x_h, num_steps=100 if quick else 400, lr=1.0,
+    losses = train_energy_loss(free_h, y_h, x_h, num_steps=60 if quick else 400, lr=1.0,
                                optimizer="lbfgs")
     floor = _horn_floor(x_h, y_h, horn_grid)
     lines.append(f"horn: mean F_inf {losses[0]:.2f} -> {losses[-1]:.4f} (noise floor on this "
