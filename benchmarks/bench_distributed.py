@@ -117,6 +117,7 @@ def main() -> None:
     if args.worker is not None:
         worker(args.worker, args.batch, args.steps)
         return
+    load_before = os.getloadavg()[0]
     runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     for i in range(args.repeats):
         for world in (1, 2) if i % 2 == 0 else (2, 1):
@@ -140,7 +141,9 @@ def main() -> None:
         "gloo, OMP_NUM_THREADS=1 per process. scaling = throughput(W) / throughput(1) (ideal "
         "2.0 on two idle cores); fit_vs_hand = time of eb.fit / time of the hand-written DDP "
         "loop at the same W. The machine is shared by several engineers: two processes "
-        "compete with other jobs for its 2 cores, so the figures are noisy."
+        "compete with other jobs for its 2 cores, so the figures are noisy. 1-minute load "
+        f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run "
+        f"({os.cpu_count()} cores)."
     )
     write("distributed", rows,
           ["implementation", "processes", "step_ms", "rows_per_s", "scaling", "fit_vs_hand"],

@@ -283,7 +283,7 @@ def sharded_infer(energy: nn.Module, x: Tensor, **infer_kwargs: Any) -> Any:
     single-process result up to float rounding. Without a process group it is ``eb.infer``.
 
     Args:
-        energy: an :class:`ebmlab.Energy` (not a ``LatentEnergy``).
+        energy: an :class:`ebmlab.Energy` (a ``LatentEnergy`` is refused under torchrun).
         x: the inputs (B, *x_shape) on the device to compute on.
         **infer_kwargs: the keyword arguments of :func:`ebmlab.infer` (``init`` not allowed:
             the starts come from ``generator``; pass ``y_shape``/``domain`` as usual).
@@ -305,6 +305,13 @@ def sharded_infer(energy: nn.Module, x: Tensor, **infer_kwargs: Any) -> Any:
         raise ValueError("sharded_infer draws the starts itself; drop init= (use generator=)")
     if not is_distributed():
         return infer(energy, x, **infer_kwargs)
+    from ebmlab.energy import LatentEnergy
+
+    if isinstance(energy, LatentEnergy):
+        raise TypeError(
+            "sharded_infer takes an ebmlab.Energy; for a LatentEnergy the z starts cannot be "
+            "drawn like a single process's: wrap it in eb.FreeEnergy, or call eb.infer"
+        )
     b = x.shape[0]
     domain = infer_kwargs.get("domain")
     shape = infer_kwargs.get("y_shape") or (
@@ -404,7 +411,6 @@ def sharded_sample(
     return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]).transpose(0, 1)
 
 
-@torch.no_grad()
 def sharded_energy(energy: nn.Module, y: Tensor, x: Tensor | None = None) -> Tensor:
     """Evaluate ``energy(y, x)`` (e.g. a :class:`ebmlab.FreeEnergy`) split across ranks.
 
@@ -418,7 +424,8 @@ def sharded_energy(energy: nn.Module, y: Tensor, x: Tensor | None = None) -> Ten
     """
     b = y.shape[0]
     part = _local_slice(b)
-    e = energy(y[part], None if x is None else x[part])
+    # No torch.no_grad: a free energy may minimise over z with autograd inside.
+    e = energy(y[part], None if x is None else x[part]).detach()
     return gather_rows(e, b)
 
 
