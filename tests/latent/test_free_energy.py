@@ -258,3 +258,12 @@ def test_bad_y_shape():
         free(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="batch sizes differ"):
         free.argmin_z(torch.zeros(3, 2), torch.zeros(2, 1))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 6])
+def test_second_derivatives_through_the_streamed_free_energy(chunk_size, generator):
+    # score matching and Langevin-style losses differentiate ∇_y F again
+    grid = eb.latent.Grid(0.0, 2 * math.pi, 20, periodic=True)
+    free = eb.FreeEnergy(eb.energies.Ellipse(), grid, beta=2.0, chunk_size=chunk_size)
+    y = torch.randn(3, 2, generator=generator, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda y: free(y), (y,))
