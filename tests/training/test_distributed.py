@@ -40,6 +40,43 @@ class Shifted:
         return 0.5 * y + 1.0
 
 
+CONFIG = """
+seed = 0
+num_steps = 4
+batch_size = 32
+checkpoint_every = 2
+
+[energy]
+name = "mlp"
+hidden = [8]
+
+[data]
+name = "eight_gaussians"
+num = 64
+
+[loss]
+name = "contrastive_divergence"
+
+[negatives]
+name = "sampled"
+init = "buffer"
+num_steps = 2
+step_size = 0.01
+buffer_size = 64
+
+[optimizer]
+name = "adam"
+lr = 0.01
+
+[domain]
+low = [-4.0, -4.0]
+high = [4.0, 4.0]
+
+[plot]
+num = 10
+"""
+
+
 def make_model(device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(7)  # identical initialisation on every rank
     return eb.energies.MLPEnergy(2, hidden=(16,)).to(device)
@@ -109,6 +146,11 @@ def worker(scenario: str, out: Path) -> None:
         torch.save({"y": res.y, "energy": res.energy, "valid": res.valid, "count": res.count,
                     "free": distributed.sharded_energy(q, y), "chains": chains},
                    out / f"infer-{me}.pt")
+        # Last (build() sets the default dtype): `ebmlab train` as the docs launch it.
+        from ebmlab.training.cli import train
+
+        (out / "cli.toml").write_text(CONFIG)
+        train(out / "cli.toml", output=out / "cli-run", progress=False)
     elif scenario == "fail":
         model = make_model()
         eb.fit(model, make_data(), "contrastive_divergence",
@@ -196,6 +238,15 @@ def test_sharded_infer_sample_and_energy_equal_single_process(two_process_run: P
     chains = distributed.sharded_sample(q, torch.zeros(7, 2), eb.samplers.Langevin(0.1), 5,
                                         seed=11, num_shards=2)
     assert torch.equal(got[0]["chains"], chains) and torch.equal(got[1]["chains"], chains)
+
+
+def test_ebmlab_train_runs_under_torchrun(two_process_run: Path) -> None:
+    run = two_process_run / "cli-run"
+    step, tensors, _ = read_checkpoint(run)
+    assert step == 4 and "ranks.1.generator" in tensors
+    assert (run / "config.toml").is_file() and (run / "landscape_after.png").is_file()
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header + one row per checkpoint (steps 2 and 4), rank 0 only
 
 
 def test_a_failing_rank_ends_the_run_and_keeps_the_checkpoint(tmp_path: Path) -> None:
