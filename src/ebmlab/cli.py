@@ -21,11 +21,19 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes; under 30 s on 2 cores")
     p.add_argument("--section", action="append", default=None,
                    help="run only this section (repeatable)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the demo's tensors are small, and extra "
+                   "threads only wait on each other)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    import torch
+
     from ebmlab.demo import run_demo
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {args.threads}")
+    torch.set_num_threads(args.threads)
     run_demo(args.out, quick=args.quick, sections=args.section)
     print(f"figures written to {args.out}/")
     return 0
