@@ -92,16 +92,20 @@ def rss_child(model: str, kind: str, num_z: int) -> None:
 
     watcher = threading.Thread(target=watch)
     watcher.start()
+    seconds = time.perf_counter()
     fn()
+    seconds = time.perf_counter() - seconds
     done.set()
     watcher.join()
-    print(max(peak[0], _rss_mb()) - start)
+    print(max(peak[0], _rss_mb()) - start, seconds)
 
 
-def peak_rss_mb(model: str, kind: str, num_z: int) -> float:
+def peak_rss_mb(model: str, kind: str, num_z: int) -> tuple[float, float]:
+    """Return (peak resident growth in MiB, seconds) of one call, in a fresh process."""
     out = subprocess.run([sys.executable, __file__, "--rss", model, kind, str(num_z)],
                          check=True, capture_output=True, text=True)
-    return float(out.stdout.split()[-1])
+    mib, seconds = out.stdout.split()[-2:]
+    return float(mib), float(seconds)
 
 
 @torch.no_grad()
@@ -111,8 +115,8 @@ def main() -> None:
     num_z = 4096
     for name, library, baseline in cases(num_z):
         error = float((library() - baseline()).abs().max())
-        lib_mb = peak_rss_mb(name, "library", num_z)
-        base_mb = peak_rss_mb(name, "naive", num_z)
+        lib_mb = peak_rss_mb(name, "library", num_z)[0]
+        base_mb = peak_rss_mb(name, "naive", num_z)[0]
         for threads in (1, 2):
             t = with_threads(threads, lambda lib=library, base=baseline, n=threads: compare(
                 lib, base, repeats=3 if QUICK else 5, warmup=1 if n == 1 else 0))
@@ -124,14 +128,11 @@ def main() -> None:
             })
     big = 65536
     small_naive = {r["model"]: r["naive_MiB"] for r in rows}
-    for name, library, _ in cases(big):
-        lib_mb = peak_rss_mb(name, "library", big)
-        start = time.perf_counter()
-        with_threads(2, library)
-        seconds = time.perf_counter() - start
+    for name in small_naive:
+        lib_mb, seconds = peak_rss_mb(name, "library", big)  # one call, 1 thread
         naive_mb = small_naive[name] * big / num_z
         rows.append({
-            "model": name, "B x |Z|": f"{B} x {big}", "threads": 2,
+            "model": name, "B x |Z|": f"{B} x {big}", "threads": 1,
             "library_s": seconds, "naive_s": "not run",
             "time_ratio": "", "library_MiB": lib_mb,
             "naive_MiB": f"{naive_mb:.0f} (extrapolated)", "memory_ratio": lib_mb / naive_mb,
