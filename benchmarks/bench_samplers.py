@@ -292,9 +292,9 @@ def main(repeats: int, thread_counts: list[int]) -> None:
         "ESS/s: minimum over coordinates of the multi-chain split ESS of the timed library run "
         "(256 chains), divided by its time. speedup_vs_autograd: an autograd-gradient Langevin "
         "loop's time / the library's (target >= 1.3). The TorchEBM comparison was skipped: "
-        "its install pulls a second multi-GB torch. The machine was shared with other jobs "
-        "(load ~10 on 2 cores): every figure is noisy (+-10 % between runs), and 2-thread "
-        "runs suffer from OpenMP threads waiting on descheduled peers, so at 2 threads each "
+        "its install pulls a second multi-GB torch. The timed runs are short, so single "
+        "figures move by about +-10 % between runs (more on a shared machine, where 2-thread "
+        "runs also suffer from OpenMP threads waiting on descheduled peers); at 2 threads each "
         "run makes half the steps and the median is over 3 runs."
     )
     columns = ["threads", "energy", "chains", "kernel", "steps", "lib_chain_steps_per_s",
