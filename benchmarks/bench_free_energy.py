@@ -18,17 +18,15 @@ Usage: python benchmarks/bench_free_energy.py [--quick]
 from __future__ import annotations
 
 import math
-import resource
 import subprocess
 import sys
-import threading
 import time
 
 import torch
 
 import ebmlab as eb
 
-from common import compare, with_threads, write
+from common import compare, rss_growth_mb, with_threads, write
 
 QUICK = "--quick" in sys.argv
 BETA = 1.0
@@ -66,11 +64,6 @@ def cases(num_z: int) -> list[tuple[str, object, object]]:
     ]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 @torch.no_grad()
 def rss_child(model: str, kind: str, num_z: int) -> None:
     """In a fresh process: print the peak growth of resident memory (MiB) of one call."""
@@ -81,23 +74,9 @@ def rss_child(model: str, kind: str, num_z: int) -> None:
             (library if kind == "library" else baseline)()
     fn = next((lib if kind == "library" else base) for name, lib, base in cases(num_z)
               if name == model)
-    start = _rss_mb()
-    peak = [start]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     seconds = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - seconds
-    done.set()
-    watcher.join()
-    print(max(peak[0], _rss_mb()) - start, seconds)
+    mib = rss_growth_mb(fn)
+    print(mib, time.perf_counter() - seconds)
 
 
 def peak_rss_mb(model: str, kind: str, num_z: int) -> tuple[float, float]:
