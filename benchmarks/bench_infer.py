@@ -4,7 +4,7 @@
 and on the 8-mode GaussianMixture (unconditional: 32,768 starts). Both sides start from the same
 points and run the same number of steps; the library's time includes merging the minima.
 Also: early stopping on, the analytic-gradient path against autograd, and peak memory.
-Usage: python benchmarks/bench_infer.py [--quick]
+Usage: python benchmarks/bench_infer.py [--quick] [--memory]
 """
 
 from __future__ import annotations
@@ -71,9 +71,6 @@ def measure(name: str, energy: eb.Energy, x: torch.Tensor | None, shape: tuple[i
         "early-stop ratio": early["ratio"],
         "minima/input": float(library().count.float().mean()),
     }
-    if threads == 1:
-        row["peak MB (infer)"] = rss_growth_mb(library)
-        row["peak MB (hand)"] = rss_growth_mb(hand)
     if isinstance(energy, eb.energies.GaussianMixture):
         autograd = eb.FunctionEnergy(energy.forward, y_shape=shape)  # gradient by autograd
         vs = with_threads(threads, lambda: compare(library, lambda: library(target=autograd),
@@ -92,16 +89,61 @@ def main() -> None:
         "infer",
         rows,
         ["problem", "threads", "hand loop (s)", "eb.infer (s)", "ratio", "early-stop ratio",
-         "analytic speed-up vs autograd", "minima/input", "peak MB (infer)", "peak MB (hand)"],
+         "analytic speed-up vs autograd", "minima/input"],
         notes=(f"{B} inputs x {S} starts (GaussianMixture: {B * S} starts of one input), "
                f"{STEPS} Adam steps, lr {LR}, median of 3, order alternated. ratio = eb.infer "
                "(merging included, early stop off) / hand-written torch.optim.Adam loop; "
                "early-stop ratio: eb.infer with gtol=1e-4, ftol=1e-7 / the same hand loop. "
                "Targets: ratio <= 1.10; early-stop ratio < 1 where starts converge; analytic "
-               "GaussianMixture >= 1.3x faster than autograd. Peak MB: growth of the resident "
-               "set during one call (after warm-up)."),
+               "GaussianMixture >= 1.3x faster than autograd. Peak memory: `--memory`, table "
+               "infer_memory."),
     )
 
 
+def rss_child(index: int, kind: str) -> None:
+    """In a fresh process: print the resident-set growth (MiB) of one run of ``kind``."""
+    import sys as _sys
+
+    torch.set_num_threads(1)
+    name, energy, x, shape = problems()[index]
+    b, s = (B, S) if x is not None else (1, B * S)
+    y0 = torch.randn(b, s, *shape, generator=torch.Generator().manual_seed(1))
+    xr = None if x is None else x.repeat_interleave(s, 0)
+    flat = y0.reshape(b * s, *shape)
+    small = eb.infer(energy, x=None if x is None else x[:2], init=y0[:2, :64], max_steps=2)
+    del small  # warm-up of code paths at a tiny size
+    if kind == "infer":
+        fn = lambda: eb.infer(energy, x=x, init=y0, solver=eb.inference.Adam(lr=LR),  # noqa: E731
+                              max_steps=STEPS, early_stop=False)
+    else:
+        fn = lambda: hand_loop(energy, flat, xr)  # noqa: E731
+    print(rss_growth_mb(fn))
+    _sys.stdout.flush()
+
+
+def memory() -> None:
+    """Peak memory of eb.infer and the hand loop, each in a fresh process (1 thread)."""
+    import subprocess
+
+    rows = []
+    for i, (name, _, _, _) in enumerate(problems()):
+        row: dict[str, object] = {"problem": name}
+        for kind in ("infer", "hand"):
+            out = subprocess.run([sys.executable, __file__, "--rss", str(i), kind],
+                                 check=True, capture_output=True, text=True)
+            row[f"peak MB ({kind})"] = float(out.stdout.split()[-1])
+        rows.append(row)
+        print(row, flush=True)
+    write("infer_memory", rows, ["problem", "peak MB (infer)", "peak MB (hand)"],
+          notes=(f"{B} inputs x {S} starts, {STEPS} Adam steps. Growth of the resident set "
+                 "during one call, each in a fresh process after a tiny warm-up call."))
+
+
 if __name__ == "__main__":
-    main()
+    if "--rss" in sys.argv:
+        i = sys.argv.index("--rss")
+        rss_child(int(sys.argv[i + 1]), sys.argv[i + 2])
+    elif "--memory" in sys.argv:
+        memory()
+    else:
+        main()
