@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
 
 import ebmlab as eb
 
-from common import with_threads, write
+from common import compare, with_threads, write
 
 # The untrained MLP energy is close to linear, so NUTS trees never U-turn on it: the depth
 # cap (2^5 - 1 = 31 leapfrog steps per step) is what bounds the cost there.
@@ -167,23 +166,6 @@ STEPS = {
     10_000: {"Langevin": 10, "MALA": 10, "HMC": 4, "NUTS": 1},
     256: {"Langevin": 100, "MALA": 100, "HMC": 40, "NUTS": 15},
 }
-
-
-def compare(library, baseline, repeats):
-    # Like common.compare (one warm-up, alternating order, medians) but also keeps the
-    # ratio of the fastest runs: on a shared machine the minimum is the least disturbed.
-    library()
-    baseline()
-    lib, base = [], []
-    for i in range(repeats):
-        pair = [(library, lib), (baseline, base)]
-        for fn, store in pair if i % 2 == 0 else pair[::-1]:
-            start = time.perf_counter()
-            fn()
-            store.append(time.perf_counter() - start)
-    lib_s, base_s = statistics.median(lib), statistics.median(base)
-    return {"library_s": lib_s, "baseline_s": base_s, "ratio": lib_s / base_s,
-            "ratio_of_min": min(lib) / min(base)}
 
 
 def exact_mixture(energy, n, gen):

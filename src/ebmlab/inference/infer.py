@@ -283,8 +283,7 @@ def infer(
     xr = None if x is None else x.repeat_interleave(s, dim=0)  # (B, ...) -> (B*S, ...)
     check_batch(y0, xr, y_name="starts", x_name="x repeated per start")
     # Validate the energy once on the first start of each input; the loop then runs unchecked.
-    probe_x = None if x is None else x
-    check_energy_output(energy.forward(y0[::s], probe_x), b, f"{type(energy).__name__}.forward")
+    check_energy_output(energy.forward(y0[::s], x), b, f"{type(energy).__name__}.forward")
     project = domain.project if domain is not None else None
     objective = Objective(energy.energy_and_grad, xr, project)
     run = minimize(

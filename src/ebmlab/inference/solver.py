@@ -28,10 +28,8 @@ class Objective:
         self.energy_and_grad = energy_and_grad
         self.x = x
         self.project = project if project is not None else _identity
-        self.num_evaluations = 0
 
     def __call__(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        self.num_evaluations += 1
         return self.energy_and_grad(y, self.x)
 
 
