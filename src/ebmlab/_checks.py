@@ -15,6 +15,10 @@ __all__ = [
     "check_beta",
     "check_positive_int",
     "check_generator",
+    "check_box",
+    "check_fraction",
+    "check_target_acceptance",
+    "reference",
 ]
 
 
@@ -86,3 +90,64 @@ def check_generator(generator: object) -> torch.Generator | None:
             f"generator must be a torch.Generator or None; got {type(generator).__name__}"
         )
     return generator
+
+
+def check_box(value: object, name: str = "domain", *, allow_none: bool = True) -> object:
+    """Return ``value`` if it is an ``ebmlab.Box`` (or ``None`` when ``allow_none``)."""
+    from ebmlab.domain import Box  # domain.py imports this module
+
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Box):
+        expected = "an ebmlab.Box or None" if allow_none else "an ebmlab.Box"
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__}")
+    return value
+
+
+def check_fraction(value: float, name: str) -> float:
+    """Return ``float(value)`` if it is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1]; got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def check_target_acceptance(value: float | None) -> float | None:
+    """Return ``value`` if it is ``None`` or a probability in (0, 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"target_acceptance must be a number or None; got {type(value).__name__}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"target_acceptance must be in (0, 1); got {value}")
+    return float(value)
+
+
+def reference(
+    *candidates: object,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.dtype, torch.device]:
+    """Return the (dtype, device) that a computation follows: the one rule of the library.
+
+    The first candidate that is a floating tensor (an input, a start, a parameter) gives the
+    dtype and device; an explicit ``dtype``/``device`` overrides it; with no reference the dtype is
+    ``torch.get_default_dtype()`` and the device the CPU. Modules and iterables of parameters may
+    be passed: their first floating parameter is used.
+    """
+    ref = None
+    for candidate in candidates:
+        if isinstance(candidate, torch.nn.Module):
+            candidate = next(
+                (p for p in candidate.parameters() if p.is_floating_point()), None
+            )
+        if isinstance(candidate, Tensor) and candidate.is_floating_point():
+            ref = candidate
+            break
+    the_dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
+    if device is not None:
+        the_device = torch.device(device)
+    else:
+        the_device = ref.device if ref is not None else torch.device("cpu")
+    return the_dtype, the_device
