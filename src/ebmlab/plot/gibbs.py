@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg", force=False)
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ebmlab.domain import Box  # noqa: E402
-from ebmlab.energy import Energy  # noqa: E402
-from ebmlab.gibbs import Gibbs  # noqa: E402
-from ebmlab.plot.landscape import axes_or_new  # noqa: E402
+from ebmlab.domain import Box
+from ebmlab.energy import Energy
+from ebmlab.gibbs import Gibbs
+from ebmlab.plot.figure import axes_or_new
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

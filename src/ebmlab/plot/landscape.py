@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ebmlab.domain import Box  # noqa: E402
-from ebmlab.energy import Energy  # noqa: E402
+from ebmlab._checks import reference
+from ebmlab.domain import Box
+from ebmlab.energy import Energy
+from ebmlab.plot.figure import axes_or_new, evaluate_grid
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,39 +22,7 @@ __all__ = [
     "modes",
     "trajectories",
     "conditional",
-    "axes_or_new",
-    "evaluate_grid",
 ]
-
-
-def axes_or_new(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
-    """Return ``ax`` or the axes of a new figure."""
-    if ax is not None:
-        return ax
-    return plt.subplots(figsize=figsize)[1]
-
-
-@torch.no_grad()
-def evaluate_grid(
-    energy: Energy, domain: Box, num: int, x: Tensor | None = None, chunk_size: int = 65536
-) -> tuple[list[Tensor], Tensor]:
-    """Evaluate F on the midpoint grid of a 1-D or 2-D ``domain``; returns (axes, values).
-
-    ``x`` is a single input (1, *x_shape) or None; values have shape ``domain`` grid sizes.
-    """
-    if domain.dim not in (1, 2):
-        raise ValueError(f"plots need a 1-D or 2-D domain; got dimension {domain.dim}")
-    ref = next(iter(energy.parameters()), None)
-    dtype = x.dtype if x is not None else (ref.dtype if ref is not None else None)
-    device = x.device if x is not None else (ref.device if ref is not None else None)
-    grid = domain.grid(num, dtype=dtype, device=device)
-    if x is not None and x.shape[0] != 1:
-        raise ValueError(f"x must hold one input (1, *x_shape); got shape {tuple(x.shape)}")
-    values = []
-    for chunk in grid.points.split(chunk_size):
-        xr = None if x is None else x.expand(chunk.shape[0], *x.shape[1:])
-        values.append(energy(chunk, xr))
-    return grid.axes, torch.cat(values).reshape(grid.sizes)
 
 
 def landscape(
@@ -201,8 +167,7 @@ def conditional(
         >>> ax = eb.plot.conditional(f, x_range=(0, 4), y_range=(-3, 3), num=30)
     """
     ax = axes_or_new(ax)
-    ref = next(iter(energy.parameters()), None)
-    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    dtype, _ = reference(energy)
     box = Box([x_range[0], y_range[0]], [x_range[1], y_range[1]])
     grid = box.grid(num, dtype=dtype)
     pts = grid.points

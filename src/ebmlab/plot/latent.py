@@ -6,18 +6,16 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ebmlab.domain import Box  # noqa: E402
-from ebmlab.energy import LatentEnergy  # noqa: E402
-from ebmlab.latent import FreeEnergy, LatentSet  # noqa: E402
-from ebmlab.latent import manifold as manifold_of  # noqa: E402
-from ebmlab.plot.landscape import axes_or_new  # noqa: E402
+from ebmlab._checks import reference
+from ebmlab.domain import Box
+from ebmlab.energy import LatentEnergy
+from ebmlab.latent import FreeEnergy, LatentSet
+from ebmlab.latent import manifold as manifold_of
+from ebmlab.plot.figure import axes_or_new
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -75,7 +73,7 @@ def free_energy_map(
     if domain.dim != 2:
         raise ValueError(f"free_energy_map needs a 2-D domain; got dimension {domain.dim}")
     ax = axes_or_new(ax)
-    dtype = next(iter(free_energy.parameters()), torch.zeros(())).dtype
+    dtype, _ = reference(free_energy)
     low, high = domain.low.tolist(), domain.high.tolist()
     a0 = torch.linspace(low[0], high[0], num, dtype=dtype)
     a1 = torch.linspace(low[1], high[1], num, dtype=dtype)
@@ -304,8 +302,8 @@ def horn_surface(
     """
     if ax is None:
         ax = plt.figure(figsize=(6, 5)).add_subplot(projection="3d")
-    ref = next(iter(latent_energy.parameters()), torch.zeros(()))
-    xs = x_values if x_values is not None else torch.linspace(0, 1, 21, dtype=ref.dtype)
+    dtype, _ = reference(latent_energy)
+    xs = x_values if x_values is not None else torch.linspace(0, 1, 21, dtype=dtype)
     xs = xs.reshape(-1, 1)
     m = _cpu(manifold_of(latent_energy, latent, xs))  # (M, N, 2)
     m = torch.cat([m, m[:, :1]], 1)  # close each ring of the periodic z

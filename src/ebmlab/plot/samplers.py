@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg", force=False)
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ebmlab.domain import Box  # noqa: E402
-from ebmlab.energy import Energy  # noqa: E402
-from ebmlab.plot.landscape import axes_or_new, evaluate_grid, landscape  # noqa: E402
+from ebmlab.domain import Box
+from ebmlab.energy import Energy
+from ebmlab.plot.figure import axes_or_new, evaluate_grid
+from ebmlab.plot.landscape import landscape
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
