@@ -15,7 +15,6 @@ __all__ = [
     "check_beta",
     "check_positive_int",
     "check_generator",
-    "check_box",
     "check_fraction",
     "check_target_acceptance",
     "reference",
@@ -90,18 +89,6 @@ def check_generator(generator: object) -> torch.Generator | None:
             f"generator must be a torch.Generator or None; got {type(generator).__name__}"
         )
     return generator
-
-
-def check_box(value: object, name: str = "domain", *, allow_none: bool = True) -> object:
-    """Return ``value`` if it is an ``ebmlab.Box`` (or ``None`` when ``allow_none``)."""
-    from ebmlab.domain import Box  # domain.py imports this module
-
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, Box):
-        expected = "an ebmlab.Box or None" if allow_none else "an ebmlab.Box"
-        raise TypeError(f"{name} must be {expected}; got {type(value).__name__}")
-    return value
 
 
 def check_fraction(value: float, name: str) -> float:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive_int
 
-__all__ = ["Box"]
+__all__ = ["Box", "check_box"]
 
 Bound = float | Sequence[float] | Tensor
 
@@ -151,3 +151,13 @@ class BoxGrid:
         self.axes = axes
         self.cell_volume = cell_volume
         self.sizes = sizes
+
+
+def check_box(value: object, name: str = "domain", *, allow_none: bool = True) -> Box | None:
+    """Return ``value`` if it is an ``ebmlab.Box`` (or ``None`` when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Box):
+        expected = "an ebmlab.Box or None" if allow_none else "an ebmlab.Box"
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__}")
+    return value
