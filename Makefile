@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint check-layout bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ebmlab demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) check-layout
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 src tests
+
+# No import cycle inside src/ebmlab, no private name imported across modules (docs/architecture.md).
+check-layout: $(STAMP)
+	$(BIN)/python tools/check_layout.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
