@@ -3,8 +3,9 @@
 from ebmlab.inference.adam import Adam
 from ebmlab.inference.discrete import argmin_discrete
 from ebmlab.inference.gradient_descent import GradientDescent
-from ebmlab.inference.infer import SOLVERS, infer, minimize
+from ebmlab.inference.infer import infer
 from ebmlab.inference.lbfgs import LBFGS
+from ebmlab.inference.multistart import SOLVERS, minimize
 from ebmlab.inference.result import Inference
 from ebmlab.inference.solver import Objective, Solver
 

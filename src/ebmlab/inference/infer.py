@@ -2,162 +2,25 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from ebmlab._checks import (
-    check_batch,
-    check_generator,
-    check_positive,
-    check_positive_int,
-    check_tensor,
-)
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, LatentEnergy, check_energy_output
-from ebmlab.inference.adam import Adam
-from ebmlab.inference.gradient_descent import GradientDescent
-from ebmlab.inference.lbfgs import LBFGS
-from ebmlab.inference.merge import merge_minima
+from ebmlab.inference.joint import infer_joint
+from ebmlab.inference.multistart import (  # noqa: F401 (old home of the engine)
+    SOLVERS,
+    Minimization,
+    assemble,
+    minimize,
+    resolve_solver,
+    starts,
+)
+from ebmlab.inference.problem import check_problem
 from ebmlab.inference.result import Inference
-from ebmlab.inference.solver import Objective, Solver, SolverState
+from ebmlab.inference.solver import Objective, Solver
 
-__all__ = ["infer", "minimize", "Minimization", "SOLVERS", "resolve_solver"]
-
-SOLVERS: dict[str, Callable[[], Solver]] = {
-    "adam": Adam,
-    "gd": GradientDescent,
-    "lbfgs": LBFGS,
-}
-
-
-def resolve_solver(solver: Solver | str | None) -> Solver:
-    """Return a solver instance from ``None`` (Adam), a registry name or an instance."""
-    if solver is None:
-        return Adam()
-    if isinstance(solver, str):
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {sorted(SOLVERS)} or a solver; got {solver!r}")
-        return SOLVERS[solver]()
-    if not (hasattr(solver, "init") and hasattr(solver, "step")):
-        raise TypeError(f"solver must have init() and step(); got {type(solver).__name__}")
-    return solver
-
-
-@dataclass(frozen=True)
-class Minimization:
-    """End points of N independent minimisations (see :func:`minimize`)."""
-
-    y: Tensor
-    energy: Tensor
-    is_converged: Tensor
-    is_diverged: Tensor
-    num_steps: int
-    trajectory: Tensor | None
-
-
-def _select(state: SolverState, keep: Tensor) -> SolverState:
-    return {k: (v[keep] if isinstance(v, Tensor) and v.ndim > 0 else v) for k, v in state.items()}
-
-
-def minimize(
-    objective: Objective,
-    y0: Tensor,
-    solver: Solver,
-    *,
-    max_steps: int,
-    gtol: float,
-    ftol: float,
-    check_every: int = 10,
-    is_early_stop: bool = True,
-    is_trajectory: bool = False,
-) -> Minimization:
-    r"""Run ``solver`` on N problems until each converges or ``max_steps`` is reached.
-
-    A problem has converged when its projected gradient norm is at most ``gtol`` or its
-    energy changed by at most ``ftol * (1 + |F|)`` over the last ``check_every`` steps.
-    Convergence is tested every ``check_every`` steps (one host synchronisation each);
-    converged and diverged (non-finite) problems are then removed from the working set, so
-    the remaining steps cost only what is still active.
-    """
-    n = y0.shape[0]
-    y = objective.project(y0)
-    energy, grad = objective(y)
-    state = solver.init(y, energy, grad)
-    out_y, out_e = y.clone(), energy.clone()
-    is_converged = torch.zeros(n, dtype=torch.bool, device=y.device)
-    is_diverged = torch.zeros_like(is_converged)
-    index = torch.arange(n, device=y.device)
-    x_full = objective.x
-    trajectory = [y.clone()] if is_trajectory else None
-    e_check = energy
-    steps = 0
-    while steps < max_steps:
-        y, energy, grad, state = solver.step(y, energy, grad, state, objective)
-        steps += 1
-        if trajectory is not None:
-            trajectory.append(out_y.index_copy(0, index, y))
-        if not is_early_stop or (steps % check_every and steps < max_steps):
-            continue
-        flat_g = (y - objective.project(y - grad)).reshape(y.shape[0], -1)
-        is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
-        is_done = (flat_g.norm(dim=-1) <= gtol) | (
-            (energy - e_check).abs() <= ftol * (1 + energy.abs())
-        )
-        is_done = is_done & ~is_bad
-        leaving = is_done | is_bad
-        if bool(leaving.any()):
-            out_y[index[leaving]] = y[leaving]
-            out_e[index[leaving]] = energy[leaving]
-            is_converged[index[is_done]] = True
-            is_diverged[index[is_bad]] = True
-            keep = ~leaving
-            index, y, energy, grad = index[keep], y[keep], energy[keep], grad[keep]
-            state = _select(state, keep)
-            objective.x = None if x_full is None else x_full[index]
-            if index.numel() == 0:
-                break
-        e_check = energy
-    objective.x = x_full
-    if index.numel():
-        out_y[index] = y
-        out_e[index] = energy
-        if not is_early_stop:
-            flat_g = (y - objective.project(y - grad)).reshape(y.shape[0], -1)
-            is_converged[index] = flat_g.norm(dim=-1) <= gtol
-        is_diverged[index] = ~torch.isfinite(energy)
-    traj = torch.stack(trajectory) if trajectory is not None else None
-    return Minimization(out_y, out_e, is_converged, is_diverged, steps, traj)
-
-
-def _starts(
-    b: int,
-    s: int,
-    y_shape: tuple[int, ...],
-    domain: Box | None,
-    init: Tensor | None,
-    generator: torch.Generator | None,
-    dtype: torch.dtype,
-    device: torch.device,
-    init_scale: float,
-) -> Tensor:
-    if init is not None:
-        check_tensor(init, "init")
-        if tuple(init.shape) == (s, *y_shape):
-            init = init.unsqueeze(0).expand(b, *init.shape)
-        if tuple(init.shape) != (b, s, *y_shape):
-            raise ValueError(
-                f"init has shape {tuple(init.shape)}; expected (num_starts, *y_shape) = "
-                f"{(s, *y_shape)} or (B, num_starts, *y_shape) = {(b, s, *y_shape)}"
-            )
-        return init.to(dtype=dtype, device=device).reshape(b * s, *y_shape)
-    if domain is not None:
-        return domain.sample(b * s, generator=generator, dtype=dtype, device=device)
-    noise = torch.randn((b * s, *y_shape), generator=generator, dtype=dtype, device=device)
-    return init_scale * noise
+__all__ = ["infer"]
 
 
 def infer(
@@ -231,8 +94,6 @@ def infer(
         [[-2.0, 2.0], [-1.0, 1.0]]
     """
     if isinstance(energy, LatentEnergy):
-        from ebmlab.inference.joint import infer_joint  # joint.py imports this module
-
         return infer_joint(
             energy, x, y_shape=y_shape, z_shape=z_shape, num_starts=num_starts, domain=domain,
             z_domain=z_domain, solver=solver, generator=generator, init=init,
@@ -242,54 +103,21 @@ def infer(
         )
     if not isinstance(energy, Energy):
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
-    check_positive_int(max_steps, "max_steps", minimum=0)
-    check_positive_int(check_every, "check_every")
-    check_positive(gtol, "gtol")
-    check_positive(ftol, "ftol")
-    check_generator(generator)
-    if domain is not None and not isinstance(domain, Box):
-        raise TypeError(f"domain must be an ebmlab.Box or None; got {type(domain).__name__}")
-    shape = y_shape or (domain.shape if domain is not None else energy.y_shape)
-    if shape is None:
-        raise ValueError("y_shape is needed: pass y_shape=..., a domain, or an energy with y_shape")
-    shape = tuple(int(v) for v in shape)
-    if num_starts is None:
-        has_rows = isinstance(init, Tensor) and init.ndim > len(shape)
-        num_starts = init.shape[init.ndim - len(shape) - 1] if has_rows else 32
-    s = check_positive_int(num_starts, "num_starts")
-    if domain is not None and domain.shape != shape:
-        raise ValueError(f"domain has shape {domain.shape} but y_shape is {shape}")
-    if energy.y_shape is not None and tuple(energy.y_shape) != shape:
-        raise ValueError(f"y_shape is {shape} but {type(energy).__name__} expects {energy.y_shape}")
-    if x is not None:
-        check_tensor(x, "x")
-        b = x.shape[0]
-        dtype, device = x.dtype, x.device
-    else:
-        b = 1
-        ref = init if isinstance(init, Tensor) else next(iter(energy.parameters()), None)
-        dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
-        device = (
-            torch.device(device)
-            if device is not None
-            else (ref.device if ref is not None else torch.device("cpu"))
-        )
-    if merge_tol is None:
-        merge_tol = 1e-3 * domain.diameter if domain is not None else 1e-2
-    check_positive(merge_tol, "merge_tol")
-    the_solver = resolve_solver(solver)
-
-    y0 = _starts(b, s, shape, domain, init, generator, dtype, device, init_scale)
-    xr = None if x is None else x.repeat_interleave(s, dim=0)  # (B, ...) -> (B*S, ...)
-    check_batch(y0, xr, y_name="starts", x_name="x repeated per start")
+    p = check_problem(
+        energy, x, y_shape=y_shape, num_starts=num_starts, domain=domain, solver=solver,
+        generator=generator, init=init, max_steps=max_steps, gtol=gtol, ftol=ftol,
+        check_every=check_every, merge_tol=merge_tol, dtype=dtype, device=device,
+    )
+    y0 = starts(p.b, p.s, p.shape, domain, init, generator, p.dtype, p.device, init_scale)
+    xr = None if x is None else x.repeat_interleave(p.s, dim=0)  # (B, ...) -> (B*S, ...)
     # Validate the energy once on the first start of each input; the loop then runs unchecked.
-    check_energy_output(energy.forward(y0[::s], x), b, f"{type(energy).__name__}.forward")
+    check_energy_output(energy.forward(y0[::p.s], x), p.b, f"{type(energy).__name__}.forward")
     project = domain.project if domain is not None else None
     objective = Objective(energy.energy_and_grad, xr, project)
     run = minimize(
         objective,
         y0,
-        the_solver,
+        p.solver,
         max_steps=max_steps,
         gtol=gtol,
         ftol=ftol,
@@ -297,50 +125,4 @@ def infer(
         is_early_stop=early_stop,
         is_trajectory=return_trajectory,
     )
-    return assemble(run, b, s, shape, merge_tol)
-
-
-def assemble(
-    run: Minimization, b: int, s: int, shape: tuple[int, ...], merge_tol: float
-) -> Inference:
-    """Merge the end points of ``run`` (B·S problems) into an :class:`Inference`."""
-    d = math.prod(shape)
-    points = run.y.reshape(b, s, d)
-    e = run.energy.reshape(b, s)
-    is_diverged = run.is_diverged.reshape(b, s)
-    is_converged = run.is_converged.reshape(b, s)
-    # Unconverged end points are counted in num_unconverged; they are merged as minima only
-    # for inputs where no start converged (and then flagged converged=False).
-    is_kept = ~is_diverged & (is_converged | ~is_converged.any(1, keepdim=True))
-    order, is_minimum, count, e_sorted = merge_minima(points, e, is_kept, merge_tol)
-    if bool((count == 0).any()):
-        bad = torch.nonzero(count == 0).flatten().tolist()
-        raise ValueError(
-            f"every start diverged (non-finite energy or gradient) for inputs {bad[:10]}; "
-            "check the energy for NaN/inf or use a domain"
-        )
-    k = int(count.max())
-    # Stable sort of the flags puts the accepted minima first, still in energy order.
-    rank = torch.sort((~is_minimum).to(torch.int8), dim=1, stable=True).indices[:, :k]
-    pick = torch.gather(order, 1, rank)  # (B, K) indices of starts
-    valid = torch.arange(k, device=count.device).unsqueeze(0) < count.unsqueeze(1)
-    pick = torch.where(valid, pick, pick[:, :1])
-    y = torch.gather(points, 1, pick.unsqueeze(-1).expand(b, k, d)).reshape(b, k, *shape)
-    energy = torch.gather(e_sorted, 1, rank)
-    energy = torch.where(valid, energy, torch.full_like(energy, float("inf")))
-    converged = torch.gather(is_converged, 1, pick) & valid
-    num_unconverged = (~is_converged & ~is_diverged).sum(1)
-    traj = None
-    if run.trajectory is not None:
-        traj = run.trajectory.reshape(run.trajectory.shape[0], b, s, *shape)
-    return Inference(
-        y=y,
-        energy=energy,
-        valid=valid,
-        count=count,
-        converged=converged,
-        num_steps=run.num_steps,
-        num_unconverged=num_unconverged,
-        num_diverged=is_diverged.sum(1),
-        trajectory=traj,
-    )
+    return assemble(run, p.b, p.s, p.shape, p.merge_tol)

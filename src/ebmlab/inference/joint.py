@@ -8,37 +8,14 @@ import math
 import torch
 from torch import Tensor
 
-from ebmlab._checks import (
-    check_batch,
-    check_generator,
-    check_positive,
-    check_positive_int,
-    check_tensor,
-)
-from ebmlab.domain import Box
+from ebmlab.domain import Box, check_box
 from ebmlab.energy import LatentEnergy, check_energy_output
-from ebmlab.inference.infer import _starts, assemble, minimize, resolve_solver
+from ebmlab.inference.multistart import assemble, minimize, starts
+from ebmlab.inference.problem import check_problem, event_shape
 from ebmlab.inference.result import Inference
 from ebmlab.inference.solver import Objective, Solver
 
 __all__ = ["infer_joint"]
-
-
-def _shape(
-    given: tuple[int, ...] | None, domain: Box | None, own: tuple[int, ...] | None, name: str
-) -> tuple[int, ...]:
-    shape = given or (domain.shape if domain is not None else own)
-    if shape is None:
-        raise ValueError(
-            f"{name} is needed: pass {name}=..., a {'domain' if name == 'y_shape' else 'z_domain'}"
-            f", or an energy with {name}"
-        )
-    shape = tuple(int(v) for v in shape)
-    if domain is not None and domain.shape != shape:
-        raise ValueError(f"the domain of {name[0]} has shape {domain.shape} but {name} is {shape}")
-    if own is not None and tuple(own) != shape:
-        raise ValueError(f"{name} is {shape} but the energy expects {tuple(own)}")
-    return shape
 
 
 def infer_joint(
@@ -100,45 +77,26 @@ def infer_joint(
     """
     if not callable(getattr(energy, "energy_and_grad", None)) or not hasattr(energy, "z_shape"):
         raise TypeError(f"energy must be an ebmlab.LatentEnergy; got {type(energy).__name__}")
-    check_positive_int(max_steps, "max_steps", minimum=0)
-    check_positive_int(check_every, "check_every")
-    check_positive(gtol, "gtol")
-    check_positive(ftol, "ftol")
-    check_generator(generator)
-    for name, box in (("domain", domain), ("z_domain", z_domain)):
-        if box is not None and not isinstance(box, Box):
-            raise TypeError(f"{name} must be an ebmlab.Box or None; got {type(box).__name__}")
-    ys = _shape(y_shape, domain, energy.y_shape, "y_shape")
-    zs = _shape(z_shape, z_domain, energy.z_shape, "z_shape")
-    dy, dz = math.prod(ys), math.prod(zs)
-    if num_starts is None:
-        has_rows = isinstance(init, Tensor) and init.ndim > len(ys)
-        num_starts = init.shape[init.ndim - len(ys) - 1] if has_rows else 32
-    s = check_positive_int(num_starts, "num_starts")
-    if x is not None:
-        check_tensor(x, "x")
-        b, dtype, device = x.shape[0], x.dtype, x.device
-    else:
-        b = 1
-        ref = init if isinstance(init, Tensor) else next(iter(energy.parameters()), None)
-        dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
-        device = (
-            torch.device(device)
-            if device is not None
-            else (ref.device if ref is not None else torch.device("cpu"))
-        )
+    check_box(domain)
+    check_box(z_domain, "z_domain")
     if merge_tol is None:
+        merge_tol = 1e-2
         if domain is not None and z_domain is not None:
             merge_tol = 1e-3 * math.hypot(domain.diameter, z_domain.diameter)
-        else:
-            merge_tol = 1e-2
-    check_positive(merge_tol, "merge_tol")
-    the_solver = resolve_solver(solver)
-
-    y0 = _starts(b, s, ys, domain, init, generator, dtype, device, init_scale)
-    z0 = _starts(b, s, zs, z_domain, None, generator, dtype, device, init_scale)
+    p = check_problem(
+        energy, x, y_shape=y_shape, num_starts=num_starts, domain=domain, solver=solver,
+        generator=generator, init=init, max_steps=max_steps, gtol=gtol, ftol=ftol,
+        check_every=check_every, merge_tol=merge_tol, dtype=dtype, device=device,
+    )
+    b, s, ys = p.b, p.s, p.shape
+    zs = event_shape(
+        z_shape, z_domain, energy.z_shape, name="z_shape", domain_name="z_domain",
+        owner=type(energy).__name__,
+    )
+    dy, dz = math.prod(ys), math.prod(zs)
+    y0 = starts(b, s, ys, domain, init, generator, p.dtype, p.device, init_scale)
+    z0 = starts(b, s, zs, z_domain, None, generator, p.dtype, p.device, init_scale)
     xr = None if x is None else x.repeat_interleave(s, dim=0)  # (B, ...) -> (B*S, ...)
-    check_batch(y0, xr, y_name="starts", x_name="x repeated per start")
     check_energy_output(
         energy.forward(y0[::s], z0[::s], x), b, f"{type(energy).__name__}.forward"
     )
@@ -165,7 +123,7 @@ def infer_joint(
     run = minimize(
         Objective(energy_and_grad, xr, project),
         v0,
-        the_solver,
+        p.solver,
         max_steps=max_steps,
         gtol=gtol,
         ftol=ftol,
@@ -173,7 +131,7 @@ def infer_joint(
         is_early_stop=early_stop,
         is_trajectory=return_trajectory,
     )
-    joint = assemble(run, b, s, (dy + dz,), merge_tol)
+    joint = assemble(run, b, s, (dy + dz,), p.merge_tol)
     k = joint.y.shape[1]
     trajectory = None
     if joint.trajectory is not None:

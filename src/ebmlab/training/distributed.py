@@ -297,7 +297,8 @@ def sharded_infer(energy: nn.Module, x: Tensor, **infer_kwargs: Any) -> Any:
         [2, 2]
     """
     from ebmlab.inference import infer
-    from ebmlab.inference.infer import _starts
+    from ebmlab.inference.multistart import starts
+    from ebmlab.inference.problem import check_problem
 
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor (B, *x_shape); got {type(x).__name__}")
@@ -312,16 +313,13 @@ def sharded_infer(energy: nn.Module, x: Tensor, **infer_kwargs: Any) -> Any:
             "sharded_infer takes an ebmlab.Energy; for a LatentEnergy the z starts cannot be "
             "drawn like a single process's: wrap it in eb.FreeEnergy, or call eb.infer"
         )
-    b = x.shape[0]
     domain = infer_kwargs.get("domain")
-    shape = infer_kwargs.get("y_shape") or (
-        domain.shape if domain is not None else getattr(energy, "y_shape", None))
-    if shape is None:
-        raise ValueError("y_shape is needed: pass y_shape=..., a domain, or an energy with y_shape")
-    shape = tuple(int(v) for v in shape)
-    s = int(infer_kwargs.get("num_starts") or 32)
-    y0 = _starts(b, s, shape, domain, None, infer_kwargs.get("generator"), x.dtype, x.device,
-                 float(infer_kwargs.get("init_scale", 1.0)))  # (B*S, *y_shape)
+    generator = infer_kwargs.get("generator")
+    p = check_problem(energy, x, y_shape=infer_kwargs.get("y_shape"), domain=domain,
+                      num_starts=infer_kwargs.get("num_starts"), generator=generator)
+    b, s, shape = p.b, p.s, p.shape
+    y0 = starts(b, s, shape, domain, None, generator, p.dtype, p.device,
+                float(infer_kwargs.get("init_scale", 1.0)))  # (B*S, *y_shape)
     y0 = y0.reshape(b, s, *shape)
     part = _local_slice(b)
     kwargs = {k: v for k, v in infer_kwargs.items() if k not in ("generator", "num_starts")}
