@@ -1,4 +1,4 @@
-"""Sampling kernels (Langevin, MALA, HMC, NUTS), the ``sample`` driver, diagnostics, replay.
+"""Sampling kernels (Langevin, MALA, HMC, NUTS), the ``sample`` driver and diagnostics.
 
 A kernel has ``init(y0, energy, x=None) -> State`` and
 ``step(state, energy, x=None, *, generator) -> (State, Info)``; :func:`sample` runs one.
@@ -13,7 +13,6 @@ from ebmlab.samplers.langevin import Langevin
 from ebmlab.samplers.mala import MALA
 from ebmlab.samplers.metropolis import metropolis_accept
 from ebmlab.samplers.nuts import NUTS
-from ebmlab.samplers.replay import ReplayBuffer
 from ebmlab.samplers.state import HMCInfo, Info, NUTSInfo, State
 
 # Registry of the kernels: a new sampler is one file plus one line here.
@@ -31,10 +30,23 @@ __all__ = [
     "Info",
     "HMCInfo",
     "NUTSInfo",
-    "ReplayBuffer",
     "DualAveraging",
     "diagnostics",
     "leapfrog",
     "reflect",
     "metropolis_accept",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ReplayBuffer moved to ebmlab.training (it serves training, not sampling); the old path
+    # keeps working, lazily, so that samplers never imports training at import time.
+    if name == "ReplayBuffer":
+        import warnings
+
+        from ebmlab.training.replay import ReplayBuffer
+
+        warnings.warn("ebmlab.samplers.ReplayBuffer moved to ebmlab.training.ReplayBuffer",
+                      DeprecationWarning, stacklevel=2)
+        return ReplayBuffer
+    raise AttributeError(f"module 'ebmlab.samplers' has no attribute {name!r}")

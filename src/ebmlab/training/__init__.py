@@ -4,6 +4,7 @@ from ebmlab.training import distributed, negatives
 from ebmlab.training.callbacks import Callback, CSVLogger, Evaluate, TensorBoardLogger
 from ebmlab.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
 from ebmlab.training.fit import DivergenceError, History, Run, fit, resolve_loss
+from ebmlab.training.replay import ReplayBuffer
 
 __all__ = [
     "fit",
@@ -12,6 +13,7 @@ __all__ = [
     "DivergenceError",
     "resolve_loss",
     "negatives",
+    "ReplayBuffer",
     "distributed",
     "Callback",
     "CSVLogger",

@@ -25,9 +25,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_positive, check_positive_int, check_tensor
+from ebmlab._checks import check_fraction, check_positive, check_positive_int, check_tensor
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
+from ebmlab.training.replay import ReplayBuffer
 
 __all__ = [
     "Negatives",
@@ -213,9 +214,9 @@ class Sampled:
         domain: a :class:`ebmlab.Box` for noise starts and projection.
         noise_scale: standard deviation s of Gaussian noise starts without a domain.
         buffer_size: capacity of the replay buffer (``init="buffer"``), an
-            :class:`ebmlab.samplers.ReplayBuffer` filled with noise on first use.
+            :class:`ebmlab.training.ReplayBuffer` filled with noise on first use.
         reinit: fraction of buffer chains restarted from noise each call.
-        buffer: an existing :class:`ebmlab.samplers.ReplayBuffer` to use instead.
+        buffer: an existing :class:`ebmlab.training.ReplayBuffer` to use instead.
         sampler: an ``eb.samplers`` kernel with ``init(y0, energy, x)`` and
             ``step(state, energy, x, *, generator)``.
 
@@ -253,11 +254,7 @@ class Sampled:
         self.num = None if num is None else check_positive_int(num, "num")
         self.domain = _check_domain(domain)
         self.noise_scale = check_positive(noise_scale, "noise_scale")
-        if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) or not (
-            0.0 <= reinit <= 1.0
-        ):
-            raise ValueError(f"reinit must be a fraction in [0, 1]; got {reinit!r}")
-        self.reinit = float(reinit)
+        self.reinit = check_fraction(reinit, "reinit")
         if sampler is not None and not (hasattr(sampler, "init") and hasattr(sampler, "step")):
             raise TypeError(
                 f"sampler must be an eb.samplers kernel with init() and step(); "
@@ -310,8 +307,6 @@ class Sampled:
         self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     ) -> Any:
         if self.buffer is None:
-            from ebmlab.samplers import ReplayBuffer
-
             like = torch.empty((1, *shape), dtype=dtype, device=device)
             init = self.domain if self.domain is not None else (
                 lambda num, generator: self.noise(num, like, generator)

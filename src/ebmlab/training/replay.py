@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_generator, check_positive_int, check_tensor
+from ebmlab._checks import check_fraction, check_generator, check_positive_int, check_tensor
 from ebmlab.domain import Box
 
 __all__ = ["ReplayBuffer"]
@@ -44,7 +44,7 @@ class ReplayBuffer:
 
     Example:
         >>> import torch, ebmlab as eb
-        >>> buffer = eb.samplers.ReplayBuffer(100, eb.Box([-1.0, -1.0], [1.0, 1.0]))
+        >>> buffer = eb.training.ReplayBuffer(100, eb.Box([-1.0, -1.0], [1.0, 1.0]))
         >>> g = torch.Generator().manual_seed(0)
         >>> y0, index = buffer.sample(16, generator=g)
         >>> buffer.update(index, y0 * 0.5)
@@ -65,16 +65,13 @@ class ReplayBuffer:
         self.capacity = check_positive_int(capacity, "capacity")
         if not (isinstance(init, Box) or callable(init)):
             raise TypeError(f"init must be an eb.Box or a callable; got {type(init).__name__}")
-        if isinstance(reinit_fraction, bool) or not isinstance(reinit_fraction, (int, float)):
-            raise TypeError(f"reinit_fraction must be a number; got {type(reinit_fraction)}")
-        if not 0.0 <= reinit_fraction <= 1.0:
-            raise ValueError(f"reinit_fraction must be in [0, 1]; got {reinit_fraction}")
+        reinit_fraction = check_fraction(reinit_fraction, "reinit_fraction")
         if y_shape is None:
             if not isinstance(init, Box):
                 raise ValueError("y_shape is required when init is a callable")
             y_shape = init.shape
         self.init = init
-        self.reinit_fraction = float(reinit_fraction)
+        self.reinit_fraction = reinit_fraction
         self.y_shape = tuple(int(s) for s in y_shape)
         dtype = dtype or torch.get_default_dtype()
         self.data = torch.zeros((self.capacity, *self.y_shape), dtype=dtype, device=device)
