@@ -8,13 +8,20 @@ Each estimator is a small object holding its settings, with
   delta-method standard error and the effective sample size.
 - :class:`AIS`: annealed importance sampling on the geometric path from a uniform or
   Gaussian base, with any sampler kernel (:class:`RandomWalkMetropolis` by default).
+
+``RandomWalkMetropolis`` lives in :mod:`ebmlab.samplers` and is re-exported here.
 """
 
 from ebmlab.partition.ais import AIS, TemperedEnergy, schedule
 from ebmlab.partition.estimate import Estimate
 from ebmlab.partition.grid import Grid, GridStatistics
 from ebmlab.partition.importance import Importance
-from ebmlab.partition.metropolis import MetropolisInfo, MetropolisState, RandomWalkMetropolis
+from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
+from ebmlab.samplers.state import Info
+
+# The kernel's former record names (it moved to ebmlab.samplers): importable, not advertised.
+MetropolisState = RandomWalkState
+MetropolisInfo = Info
 
 __all__ = [
     "Estimate",
@@ -25,6 +32,4 @@ __all__ = [
     "TemperedEnergy",
     "schedule",
     "RandomWalkMetropolis",
-    "MetropolisState",
-    "MetropolisInfo",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
@@ -18,7 +16,6 @@ __all__ = [
     "evaluate",
     "sample_distribution",
     "check_finite_energies",
-    "nan_to_neginf",
 ]
 
 
@@ -110,8 +107,3 @@ def sample_distribution(
         else:
             torch.default_generator.manual_seed(seed)
         return distribution.sample(torch.Size(shape))
-
-
-def nan_to_neginf(value: Tensor) -> Tensor:
-    """Replace NaN by -inf and keep +-inf (``torch.nan_to_num`` would clip the infinities)."""
-    return torch.where(torch.isnan(value), torch.full_like(value, -math.inf), value)

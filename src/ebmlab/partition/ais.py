@@ -15,12 +15,12 @@ from ebmlab.energy import Energy
 from ebmlab.partition._common import (
     check_finite_energies,
     check_inputs,
-    nan_to_neginf,
     reference,
     sample_distribution,
 )
 from ebmlab.partition.estimate import Estimate
-from ebmlab.partition.metropolis import RandomWalkMetropolis
+from ebmlab.samplers.metropolis import nan_to_neginf
+from ebmlab.samplers.random_walk import RandomWalkMetropolis
 
 __all__ = ["AIS", "TemperedEnergy", "schedule"]
 

@@ -16,10 +16,10 @@ from ebmlab.partition._common import (
     check_finite_energies,
     check_inputs,
     evaluate,
-    nan_to_neginf,
     reference,
 )
 from ebmlab.partition.estimate import Estimate
+from ebmlab.samplers.metropolis import nan_to_neginf
 
 __all__ = ["Grid", "GridStatistics", "DEFAULT_NUM"]
 

@@ -15,11 +15,11 @@ from ebmlab.partition._common import (
     check_finite_energies,
     check_inputs,
     evaluate,
-    nan_to_neginf,
     reference,
     sample_distribution,
 )
 from ebmlab.partition.estimate import Estimate, estimate_from_sums
+from ebmlab.samplers.metropolis import nan_to_neginf
 
 __all__ = ["Importance"]
 

@@ -1,4 +1,4 @@
-"""Sampling kernels (Langevin, MALA, HMC, NUTS), the ``sample`` driver and diagnostics.
+"""Sampling kernels (Langevin, MALA, HMC, NUTS, random walk), the ``sample`` driver, diagnostics.
 
 A kernel has ``init(y0, energy, x=None) -> State`` and
 ``step(state, energy, x=None, *, generator) -> (State, Info)``; :func:`sample` runs one.
@@ -13,16 +13,24 @@ from ebmlab.samplers.langevin import Langevin
 from ebmlab.samplers.mala import MALA
 from ebmlab.samplers.metropolis import metropolis_accept
 from ebmlab.samplers.nuts import NUTS
+from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import HMCInfo, Info, NUTSInfo, State
 
 # Registry of the kernels: a new sampler is one file plus one line here.
-KERNELS = {"langevin": Langevin, "mala": MALA, "hmc": HMC, "nuts": NUTS}
+KERNELS = {
+    "langevin": Langevin,
+    "mala": MALA,
+    "hmc": HMC,
+    "nuts": NUTS,
+    "random_walk": RandomWalkMetropolis,
+}
 
 __all__ = [
     "Langevin",
     "MALA",
     "HMC",
     "NUTS",
+    "RandomWalkMetropolis",
     "KERNELS",
     "sample",
     "Chain",
@@ -30,6 +38,7 @@ __all__ = [
     "Info",
     "HMCInfo",
     "NUTSInfo",
+    "RandomWalkState",
     "DualAveraging",
     "diagnostics",
     "leapfrog",

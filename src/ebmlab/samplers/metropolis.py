@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ebmlab.samplers.state import State
 
-__all__ = ["metropolis_accept", "select"]
+__all__ = ["metropolis_accept", "select", "nan_to_neginf"]
 
 
 def metropolis_accept(
@@ -44,3 +46,14 @@ def select(mask: Tensor, new: State, old: State) -> State:
         torch.where(mask, new.energy, old.energy),
         torch.where(m, new.grad, old.grad),
     )
+
+
+def nan_to_neginf(value: Tensor) -> Tensor:
+    """Replace NaN by -inf and keep +-inf (``torch.nan_to_num`` would clip the infinities).
+
+    Example:
+        >>> import torch
+        >>> nan_to_neginf(torch.tensor([float("nan"), float("inf"), 1.0])).tolist()
+        [-inf, inf, 1.0]
+    """
+    return torch.where(torch.isnan(value), torch.full_like(value, -math.inf), value)

@@ -24,12 +24,13 @@ class State(NamedTuple):
 
 
 class Info(NamedTuple):
-    """What one step of Langevin or MALA did, per chain (all tensors of shape ``(chains,)``).
+    """What one step of Langevin, MALA or random-walk Metropolis did, per chain ``(chains,)``.
 
     Attributes:
         acceptance_rate: the Metropolis acceptance probability of the proposal (1 for ULA).
         is_accepted: whether the proposal was accepted (always true for ULA).
-        is_divergent: the proposal had a non-finite energy or gradient.
+        is_divergent: the proposal had a non-finite energy or gradient (for the gradient-free
+            random walk: an energy of NaN or :math:`-\\infty`; :math:`+\\infty` is a wall).
     """
 
     acceptance_rate: Tensor

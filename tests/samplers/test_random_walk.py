@@ -1,4 +1,4 @@
-"""The random-walk Metropolis kernel used by AIS: stationarity, walls, divergences, determinism."""
+"""Random-walk Metropolis (AIS's default kernel): stationarity, walls, divergences, determinism."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ebmlab as eb
-from ebmlab.partition import RandomWalkMetropolis
+from ebmlab.samplers import RandomWalkMetropolis
 
 
 def test_keeps_the_target_law(generator):
@@ -76,3 +76,23 @@ def test_errors():
         RandomWalkMetropolis(1.0, beta=-1.0)
     with pytest.raises(TypeError, match="step_size"):
         RandomWalkMetropolis(torch.tensor([1]))
+
+
+def test_old_paths_still_import():
+    # The kernel moved from ebmlab.partition to ebmlab.samplers; the old names stay.
+    from ebmlab.partition import MetropolisInfo, MetropolisState
+
+    assert eb.partition.RandomWalkMetropolis is RandomWalkMetropolis
+    assert MetropolisState is eb.samplers.RandomWalkState
+    assert MetropolisInfo is eb.samplers.Info
+
+
+def test_runs_under_sample_with_a_named_tuple_info(generator):
+    # The crash of the architecture review (4.1): eb.sample stacks the Info fields.
+    energy = eb.energies.Quadratic(torch.eye(2))
+    chain = eb.sample(energy, torch.zeros(4, 2), RandomWalkMetropolis(0.5), 10, burn_in=3,
+                      thin=2, generator=generator)
+    assert chain.samples.shape == (5, 4, 2)
+    assert isinstance(chain.info, eb.samplers.Info)
+    assert chain.info.acceptance_rate.shape == (5, 4)
+    assert chain.step_size == 0.5

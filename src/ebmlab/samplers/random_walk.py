@@ -1,43 +1,29 @@
-"""A random-walk Metropolis kernel with the samplers' ``init``/``step`` interface."""
+"""Random-walk Metropolis: a gradient-free kernel (the default transition of AIS)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_beta, check_positive, check_tensor
 from ebmlab.energy import Energy
-from ebmlab.partition._common import nan_to_neginf
+from ebmlab.samplers.metropolis import nan_to_neginf
+from ebmlab.samplers.state import Info
 
-__all__ = ["RandomWalkMetropolis", "MetropolisState", "MetropolisInfo"]
+__all__ = ["RandomWalkMetropolis", "RandomWalkState"]
 
 
-@dataclass(frozen=True)
-class MetropolisState:
+class RandomWalkState(NamedTuple):
     """The chains' ``position`` (N, *y_shape) and their cached ``energy`` (N,).
 
-    Field names match ``ebmlab.samplers.State``, so AIS reads either kind of state.
+    Field names match :class:`ebmlab.samplers.State` (there is no gradient: the kernel needs
+    none), so AIS and :func:`ebmlab.sample` read either kind of state.
     """
 
     position: Tensor
     energy: Tensor
-
-
-@dataclass(frozen=True)
-class MetropolisInfo:
-    """Diagnostics of one step, per chain (N,).
-
-    Attributes:
-        acceptance_rate: the Metropolis acceptance probability of the proposal.
-        is_accepted: whether the proposal was accepted.
-        is_divergent: whether the proposal's energy was NaN or -inf (it is rejected).
-    """
-
-    acceptance_rate: Tensor
-    is_accepted: Tensor
-    is_divergent: Tensor
 
 
 class RandomWalkMetropolis:
@@ -46,8 +32,10 @@ class RandomWalkMetropolis:
     Proposes :math:`y' = y + s\,\varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`, and
     accepts with probability :math:`\min(1, e^{-\beta(F(y') - F(y))})`. Needs no gradient.
     Proposals of energy :math:`+\infty` (e.g. outside a box) are always rejected; a chain at
-    :math:`+\infty` accepts any finite proposal. It has the kernel interface of
-    ``ebmlab.samplers``, so AIS accepts either.
+    :math:`+\infty` accepts any finite proposal. A proposal whose energy is NaN or
+    :math:`-\infty` is rejected and reported in ``Info.is_divergent``. Its states are
+    :class:`RandomWalkState` and its diagnostics :class:`ebmlab.samplers.Info`, so it runs
+    under :func:`ebmlab.sample` and as an AIS transition alike.
 
     Args:
         step_size: the proposal scale s > 0: a number, or a tensor broadcastable to the
@@ -55,19 +43,25 @@ class RandomWalkMetropolis:
             checked, to keep construction free of device synchronisation).
         beta: inverse temperature of the target.
 
+    Raises:
+        ValueError: if ``step_size`` (a number) or ``beta`` is not a finite number > 0.
+        TypeError: if ``step_size`` is neither a number nor a floating tensor.
+
     References:
         Metropolis, Rosenbluth, Rosenbluth, Teller and Teller, "Equation of State
         Calculations by Fast Computing Machines", J. Chem. Phys. 21, 1953.
 
     Example:
         >>> import torch, ebmlab as eb
-        >>> kernel = eb.partition.RandomWalkMetropolis(step_size=0.5)
+        >>> kernel = eb.samplers.RandomWalkMetropolis(step_size=0.5)
         >>> energy = eb.energies.Quadratic(torch.eye(2))
         >>> state = kernel.init(torch.zeros(8, 2), energy)
         >>> g = torch.Generator().manual_seed(0)
         >>> state, info = kernel.step(state, energy, generator=g)
         >>> state.position.shape, info.is_accepted.shape
         (torch.Size([8, 2]), torch.Size([8]))
+        >>> eb.sample(energy, torch.zeros(8, 2), kernel, 10, generator=g).samples.shape
+        torch.Size([10, 8, 2])
     """
 
     def __init__(self, step_size: float | Tensor, *, beta: float = 1.0) -> None:
@@ -83,19 +77,19 @@ class RandomWalkMetropolis:
         return f"RandomWalkMetropolis(step_size={size}, beta={self.beta})"
 
     @torch.no_grad()
-    def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> MetropolisState:
+    def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> RandomWalkState:
         """Return the state at ``y0`` (N, *y_shape), caching its energy."""
-        return MetropolisState(position=y0, energy=energy.forward(y0, x))
+        return RandomWalkState(position=y0, energy=energy.forward(y0, x))
 
     @torch.no_grad()
     def step(
         self,
-        state: MetropolisState,
+        state: RandomWalkState,
         energy: Energy,
         x: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-    ) -> tuple[MetropolisState, MetropolisInfo]:
+    ) -> tuple[RandomWalkState, Info]:
         """Make one Metropolis step of every chain; returns the new state and its diagnostics."""
         y = state.position
         noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
@@ -111,10 +105,8 @@ class RandomWalkMetropolis:
         rate = torch.exp(nan_to_neginf(log_ratio).clamp(max=0.0))
         rate = torch.where(is_divergent, torch.zeros_like(rate), rate)
         mask = is_accepted.reshape(-1, *([1] * (y.ndim - 1)))
-        new = MetropolisState(
+        new = RandomWalkState(
             position=torch.where(mask, proposal, y),
             energy=torch.where(is_accepted, e_new, state.energy),
         )
-        return new, MetropolisInfo(
-            acceptance_rate=rate, is_accepted=is_accepted, is_divergent=is_divergent
-        )
+        return new, Info(acceptance_rate=rate, is_accepted=is_accepted, is_divergent=is_divergent)
