@@ -135,6 +135,29 @@ class LatentEnergy(nn.Module):
             gy, gz = torch.autograd.grad(e.sum(), (y, z))
         return e.detach(), gy, gz
 
+    def pairwise(self, y: Tensor, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """Return the energy of every row of ``y`` (with its ``x``) against every ``z``: ``(B, C)``.
+
+        ``y`` is ``(B, *y_shape)``, ``z`` is ``(C, *z_shape)`` and ``x`` is ``None`` or
+        ``(B, *x_shape)``; used by :class:`ebmlab.FreeEnergy` and the plots. The default calls
+        ``forward`` (unchecked) on the B × C expanded pairs; an energy with structure may
+        override it to avoid materialising them.
+
+        Example:
+            >>> import torch, ebmlab as eb
+            >>> class Shift(eb.LatentEnergy):
+            ...     def forward(self, y, z, x=None):
+            ...         return ((y - z) ** 2).sum(-1)
+            >>> Shift().pairwise(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0], [3.0]]))
+            tensor([[0., 4., 9.],
+                    [1., 1., 4.]])
+        """
+        b, c = y.shape[0], z.shape[0]
+        yy = y.unsqueeze(1).expand(b, c, *y.shape[1:]).reshape(b * c, *y.shape[1:])
+        zz = z.unsqueeze(0).expand(b, c, *z.shape[1:]).reshape(b * c, *z.shape[1:])
+        xx = None if x is None else x.unsqueeze(1).expand(b, c, *x.shape[1:]).flatten(0, 1)
+        return self.forward(yy, zz, xx).reshape(b, c)
+
 
 class FunctionEnergy(Energy):
     r"""Wrap any callable ``fn(y, x) -> (B,)`` as an :class:`Energy`.

@@ -140,7 +140,7 @@ def energy_vs_z(
     z = latent.points(dtype=y.dtype, device=y.device)
     if z.shape[1:] != (1,):
         raise ValueError(f"energy_vs_z needs a scalar z (z_shape (1,)); got {tuple(z.shape[1:])}")
-    e = _cpu(free._pairwise(y, z, x))  # (B, N)
+    e = _cpu(latent_energy.pairwise(y, z, x))  # (B, N)
     z_best = _cpu(free.argmin_z(y, x))[:, 0]
     zc = _cpu(z)[:, 0]
     path_z = torch.full((y.shape[0], 1), z_start, dtype=y.dtype, device=y.device)
