@@ -158,6 +158,53 @@ def test_importance_gibbs_normalises_and_resamples(generator):
         p.entropy()
 
 
+@pytest.mark.parametrize("make", [lambda: Importance(2000),
+                                  lambda: AIS(num_chains=32, num_temperatures=8)])
+def test_gibbs_validates_once(make, monkeypatch):
+    # Gibbs checks its arguments in __init__ and then calls the estimator's un-gated
+    # computation: the public, validating entry points are not used.
+    estimator = make()
+    q = eb.energies.Quadratic(A2)
+    box = eb.Box([-4.0, -4.0], [4.0, 4.0])
+    expected = estimator.log_partition(q, domain=box, generator=torch.Generator().manual_seed(0))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a validating entry point was called")
+
+    monkeypatch.setattr(type(estimator), "log_partition", refuse)
+    monkeypatch.setattr(type(estimator), "weighted_samples", refuse)
+    p = eb.Gibbs(q, domain=box, estimator=estimator)
+    est = p.log_partition(generator=torch.Generator().manual_seed(0))
+    assert torch.equal(est.value, expected.value) and torch.equal(est.stderr, expected.stderr)
+    assert p.sample((3,), generator=torch.Generator().manual_seed(1)).shape == (3, 2)
+
+
+def test_any_sampling_estimator_is_accepted(generator):
+    # An estimator of another package, following eb.partition.SamplingEstimator, is called
+    # through its public methods.
+    class Wrapped:
+        def __init__(self):
+            self.inner = Importance(2000)
+
+        def log_partition(self, energy, x=None, *, beta=1.0, domain=None, generator=None):
+            return self.inner.log_partition(energy, x, beta=beta, domain=domain,
+                                            generator=generator)
+
+        def weighted_samples(self, energy, x=None, *, beta=1.0, domain=None, generator=None):
+            return self.inner.weighted_samples(energy, x, beta=beta, domain=domain,
+                                               generator=generator)
+
+    assert isinstance(Wrapped(), eb.partition.SamplingEstimator)
+    q = eb.energies.Quadratic(A2)
+    box = eb.Box([-4.0, -4.0], [4.0, 4.0])
+    mine = eb.Gibbs(q, domain=box, estimator=Wrapped())
+    ours = eb.Gibbs(q, domain=box, estimator=Importance(2000))
+    a = mine.log_partition(generator=torch.Generator().manual_seed(0))
+    b = ours.log_partition(generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.value, b.value)
+    assert mine.sample((4,), generator=generator).shape == (4, 2)
+
+
 def test_ais_gibbs_in_ten_dimensions(generator):
     # Grids stop at 3-D; AIS carries the Gibbs distribution to 10-D.
     a = 4.0 * torch.eye(10)

@@ -9,13 +9,16 @@ Each estimator is a small object holding its settings, with
 - :class:`AIS`: annealed importance sampling on the geometric path from a uniform or
   Gaussian base, with any sampler kernel (:class:`RandomWalkMetropolis` by default).
 
+``ESTIMATORS`` maps the names ``eb.Gibbs(..., estimator=name)`` accepts to the classes;
+:class:`Estimator` and :class:`SamplingEstimator` are the protocols they follow.
 ``RandomWalkMetropolis`` lives in :mod:`ebmlab.samplers` and is re-exported here.
 """
 
-from ebmlab.partition.ais import AIS, TemperedEnergy, schedule
-from ebmlab.partition.estimate import Estimate
+from ebmlab.partition.ais import AIS
+from ebmlab.partition.estimate import Estimate, Estimator, SamplingEstimator
 from ebmlab.partition.grid import Grid, GridStatistics
 from ebmlab.partition.importance import Importance
+from ebmlab.partition.path import TemperedEnergy, schedule
 from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import Info
 
@@ -23,8 +26,14 @@ from ebmlab.samplers.state import Info
 MetropolisState = RandomWalkState
 MetropolisInfo = Info
 
+# Registry of the estimators, by the name eb.Gibbs accepts (a new one is a file plus a line).
+ESTIMATORS: dict[str, type[Estimator]] = {"grid": Grid, "importance": Importance, "ais": AIS}
+
 __all__ = [
     "Estimate",
+    "Estimator",
+    "SamplingEstimator",
+    "ESTIMATORS",
     "Grid",
     "GridStatistics",
     "Importance",

@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ebmlab._checks import check_batch, check_beta, check_generator, check_tensor
-from ebmlab.domain import Box
+from ebmlab._checks import check_beta, check_generator, check_tensor
+from ebmlab._checks import reference as _reference
+from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
 
 __all__ = [
@@ -33,12 +34,10 @@ def check_inputs(
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
     if x is not None:
         check_tensor(x, "x")
-    if domain is None:
-        if is_domain_required:
-            raise ValueError("domain must be an ebmlab.Box; got None")
-    elif not isinstance(domain, Box):
-        raise TypeError(f"domain must be an ebmlab.Box; got {type(domain).__name__}")
-    elif energy.y_shape is not None and tuple(energy.y_shape) != domain.shape:
+    if domain is None and is_domain_required:
+        raise ValueError("domain must be an ebmlab.Box; got None")
+    check_box(domain, allow_none=not is_domain_required)
+    if domain is not None and energy.y_shape is not None and tuple(energy.y_shape) != domain.shape:
         raise ValueError(
             f"domain has shape {domain.shape} but {type(energy).__name__} expects "
             f"y_shape {tuple(energy.y_shape)}"
@@ -52,15 +51,10 @@ def reference(
 ) -> tuple[torch.dtype, torch.device]:
     """Return the dtype and device to compute in: x's, else the energy's parameters', else default.
 
-    The device also follows the energy's parameters when ``x`` is None; the domain is moved.
+    The library's one rule (:func:`ebmlab._checks.reference`), with the domain's dtype (on the
+    CPU) as the last reference; the domain itself is moved to the device.
     """
-    if x is not None:
-        return x.dtype, x.device
-    param = next(iter(energy.parameters()), None)
-    if param is not None and param.is_floating_point():
-        return param.dtype, param.device
-    dtype = domain.low.dtype if domain is not None else torch.get_default_dtype()
-    return dtype, torch.device("cpu")
+    return _reference(x, energy, None if domain is None else domain.low.cpu())
 
 
 def evaluate(energy: Energy, y: Tensor, x: Tensor | None) -> Tensor:
@@ -74,7 +68,6 @@ def evaluate(energy: Energy, y: Tensor, x: Tensor | None) -> Tensor:
     x_rows = None
     if x is not None:
         x_rows = x.unsqueeze(1).expand(b, c, *x.shape[1:]).reshape(b * c, *x.shape[1:])
-    check_batch(rows, x_rows)
     return energy(rows, x_rows).reshape(b, c)
 
 

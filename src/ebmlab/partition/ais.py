@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal, Uniform
 
-from ebmlab._checks import check_positive, check_positive_int, check_tensor
+from ebmlab._checks import check_positive_int, check_target_acceptance, check_tensor
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.partition._common import (
@@ -19,82 +19,11 @@ from ebmlab.partition._common import (
     sample_distribution,
 )
 from ebmlab.partition.estimate import Estimate
+from ebmlab.partition.path import SCHEDULES, TemperedEnergy, schedule
 from ebmlab.samplers.metropolis import nan_to_neginf
 from ebmlab.samplers.random_walk import RandomWalkMetropolis
 
-__all__ = ["AIS", "TemperedEnergy", "schedule"]
-
-SCHEDULES = ("sigmoid", "linear", "geometric")
-
-
-def schedule(num_temperatures: int, kind: str = "sigmoid", *, dtype: torch.dtype | None = None
-             ) -> Tensor:
-    r"""Return K + 1 increasing temperatures :math:`0 = t_0 < \dots < t_K = 1`.
-
-    ``"linear"`` spaces them evenly, ``"geometric"`` evenly in :math:`\log t` from
-    :math:`10^{-4}` (plus :math:`t_0 = 0`), and ``"sigmoid"`` (the default) as
-    :math:`\sigma(\delta(2k/K - 1))` with :math:`\delta = 4`, rescaled to [0, 1]: dense at both
-    ends, where the distributions change fastest.
-
-    Example:
-        >>> [round(t, 3) for t in schedule(4, "linear").tolist()]
-        [0.0, 0.25, 0.5, 0.75, 1.0]
-    """
-    check_positive_int(num_temperatures, "num_temperatures")
-    k = torch.linspace(0, 1, num_temperatures + 1, dtype=dtype or torch.get_default_dtype())
-    if kind == "linear":
-        return k
-    if kind == "geometric":
-        t = torch.logspace(-4, 0, num_temperatures, dtype=k.dtype)
-        return torch.cat([torch.zeros(1, dtype=k.dtype), t])
-    if kind == "sigmoid":
-        s = torch.sigmoid(4.0 * (2 * k - 1))
-        return (s - s[0]) / (s[-1] - s[0])
-    raise ValueError(f"schedule must be one of {SCHEDULES} or a tensor; got {kind!r}")
-
-
-class TemperedEnergy(Energy):
-    r"""The intermediate energy :math:`E_t = (1 - t)E_0 + t\,\beta F` of the geometric path.
-
-    :math:`E_0 = -\log p_0` is the base's energy, so :math:`e^{-E_0}` integrates to 1 and
-    :math:`e^{-E_1} = e^{-\beta F}`; outside ``domain`` (when given) :math:`E_t = +\infty`
-    for :math:`t > 0`. A sampler targets it with ``beta=1``.
-
-    Args:
-        energy: the target energy F.
-        base_log_prob: a function returning :math:`\log p_0(y)` for rows y (N, *y_shape).
-        t: the position on the path, in [0, 1].
-        beta: the target's inverse temperature.
-        domain: the box the target is restricted to, or ``None``.
-    """
-
-    def __init__(
-        self,
-        energy: Energy,
-        base_log_prob: Any,
-        t: float,
-        beta: float,
-        domain: Box | None = None,
-    ) -> None:
-        super().__init__()
-        self.energy = energy
-        self.base_log_prob = base_log_prob
-        self.t = float(t)
-        self.beta = float(beta)
-        self.domain = domain
-        self.y_shape = energy.y_shape
-
-    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
-        t = self.t
-        e = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
-        if t < 1:
-            e = e - (1 - t) * self.base_log_prob(y)
-        if t > 0:
-            f = self.energy.forward(y, x)
-            if self.domain is not None:
-                f = torch.where(self.domain.contains(y), f, torch.full_like(f, math.inf))
-            e = e + (t * self.beta) * f
-        return e
+__all__ = ["AIS", "TemperedEnergy", "schedule", "SCHEDULES"]
 
 
 class AIS:
@@ -204,10 +133,9 @@ class AIS:
             )
         self.base = base
         self.num_steps = check_positive_int(num_steps, "num_steps")
-        target = check_positive(target_acceptance, "target_acceptance")
-        if target >= 1:
-            raise ValueError(f"target_acceptance must be in (0, 1); got {target}")
-        self.target_acceptance = target
+        if target_acceptance is None:  # the default kernel always adapts
+            raise TypeError("target_acceptance must be a number in (0, 1); got None")
+        self.target_acceptance = check_target_acceptance(target_acceptance)
 
     def __repr__(self) -> str:
         return (
@@ -241,7 +169,20 @@ class AIS:
             ValueError: on bad shapes, a uniform base without a domain, or an energy that
                 returns NaN or :math:`-\infty`.
         """
-        _, log_w = self.weighted_samples(energy, x, beta=beta, domain=domain, generator=generator)
+        beta = check_inputs(energy, x, beta, domain, generator, is_domain_required=False)
+        return self._log_partition(energy, x, beta=beta, domain=domain, generator=generator)
+
+    def _log_partition(
+        self,
+        energy: Energy,
+        x: Tensor | None,
+        *,
+        beta: float,
+        domain: Box | None,
+        generator: torch.Generator | None,
+    ) -> Estimate:
+        """:meth:`log_partition` without the argument checks (for ``eb.Gibbs``)."""
+        _, log_w = self._weighted_samples(energy, x, beta=beta, domain=domain, generator=generator)
         c, b = log_w.shape
         runs = log_w.T.reshape(b, self.num_runs, c // self.num_runs)  # (C, B) -> (B, R, C/R)
         run_log_z = torch.logsumexp(runs, 2) - math.log(c // self.num_runs)  # (B, R)
@@ -267,6 +208,19 @@ class AIS:
         the Gibbs distribution.
         """
         beta = check_inputs(energy, x, beta, domain, generator, is_domain_required=False)
+        return self._weighted_samples(energy, x, beta=beta, domain=domain, generator=generator)
+
+    @torch.no_grad()
+    def _weighted_samples(
+        self,
+        energy: Energy,
+        x: Tensor | None,
+        *,
+        beta: float,
+        domain: Box | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`weighted_samples` without the argument checks (for ``eb.Gibbs``)."""
         dtype, device = reference(energy, x, domain)
         shape = self._event_shape(energy, domain)
         b = 1 if x is None else x.shape[0]

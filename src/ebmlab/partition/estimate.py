@@ -1,14 +1,19 @@
-"""``Estimate``: a log partition function with its standard error, shared by every estimator."""
+"""``Estimate`` (a log partition function with its standard error) and the estimator protocols."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Estimate", "estimate_from_sums"]
+if TYPE_CHECKING:
+    from ebmlab.domain import Box
+    from ebmlab.energy import Energy
+
+__all__ = ["Estimate", "Estimator", "SamplingEstimator", "estimate_from_sums"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,43 @@ def estimate_from_sums(log_s1: Tensor, log_s2: Tensor, n: int) -> Estimate:
     stderr = torch.where(dead, torch.full_like(stderr, math.inf), stderr)
     ess = torch.where(dead, torch.zeros_like(ratio), 1 / ratio)
     return Estimate(value=value, stderr=stderr, ess=ess)
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    r"""What every estimator of :math:`\log Z` has (``Grid``, ``Importance``, ``AIS``).
+
+    ``log_partition`` is the validating entry point for direct callers. The estimators of
+    this package also have an un-validated ``_log_partition`` with the same signature, which
+    :class:`ebmlab.Gibbs` calls once it has checked the arguments itself.
+    """
+
+    def log_partition(
+        self,
+        energy: Energy,
+        x: Tensor | None = None,
+        *,
+        beta: float = 1.0,
+        domain: Box | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Estimate: ...
+
+
+@runtime_checkable
+class SamplingEstimator(Estimator, Protocol):
+    """A Monte Carlo estimator, whose weighted draws also give (approximate) samples.
+
+    ``weighted_samples`` returns the draws (N, B, *y_shape) and their log weights (N, B);
+    :class:`ebmlab.Gibbs` resamples them (sampling-importance-resampling). ``Importance`` and
+    ``AIS`` are sampling estimators; ``Grid`` is not (Gibbs samples its cells exactly).
+    """
+
+    def weighted_samples(
+        self,
+        energy: Energy,
+        x: Tensor | None = None,
+        *,
+        beta: float = 1.0,
+        domain: Box | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]: ...

@@ -132,14 +132,25 @@ class Grid:
         Returns:
             ``Estimate(value, stderr=0, ess=None)``.
         """
-        check_inputs(energy, x, beta, domain, generator, is_domain_required=True)
-        log_z = self._log_partition(energy, x, beta=beta, domain=domain)
+        beta = check_inputs(energy, x, beta, domain, generator, is_domain_required=True)
+        return self._log_partition(energy, x, beta=beta, domain=domain)
+
+    def _log_partition(
+        self,
+        energy: Energy,
+        x: Tensor | None,
+        *,
+        beta: float,
+        domain: Box,
+        generator: torch.Generator | None = None,
+    ) -> Estimate:
+        """:meth:`log_partition` without the argument checks (for ``eb.Gibbs``)."""
+        log_z = self._log_mass(energy, x, beta=beta, domain=domain)
         value = log_z if x is not None else log_z[0]
         return Estimate(value=value, stderr=torch.zeros_like(value))
 
     @torch.no_grad()
-    def _log_partition(self, energy: Energy, x: Tensor | None, *, beta: float, domain: Box
-                       ) -> Tensor:
+    def _log_mass(self, energy: Energy, x: Tensor | None, *, beta: float, domain: Box) -> Tensor:
         """Return (B,) log Z alone: the streaming log-sum-exp without the moments."""
         sizes = self.sizes(domain)
         dtype, device = reference(energy, x, domain)

@@ -98,6 +98,18 @@ class Importance:
                 if the energy returns NaN or :math:`-\infty`.
         """
         beta = check_inputs(energy, x, beta, domain, generator, is_domain_required=False)
+        return self._log_partition(energy, x, beta=beta, domain=domain, generator=generator)
+
+    def _log_partition(
+        self,
+        energy: Energy,
+        x: Tensor | None,
+        *,
+        beta: float,
+        domain: Box | None,
+        generator: torch.Generator | None,
+    ) -> Estimate:
+        """:meth:`log_partition` without the common argument checks (for ``eb.Gibbs``)."""
         self._check_proposal(energy, x, domain)
         b = 1 if x is None else x.shape[0]
         chunk = max(1, self.chunk_size // b)
@@ -133,6 +145,19 @@ class Importance:
         distribution (sampling-importance-resampling).
         """
         beta = check_inputs(energy, x, beta, domain, generator, is_domain_required=False)
+        return self._weighted_samples(energy, x, beta=beta, domain=domain, generator=generator)
+
+    @torch.no_grad()
+    def _weighted_samples(
+        self,
+        energy: Energy,
+        x: Tensor | None,
+        *,
+        beta: float,
+        domain: Box | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`weighted_samples` without the common argument checks (for ``eb.Gibbs``)."""
         self._check_proposal(energy, x, domain)
         y, log_w, bad = self._draw(energy, x, self.num_samples, beta, domain, generator)
         check_finite_energies(bad, "Importance")

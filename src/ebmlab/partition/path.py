@@ -1,0 +1,87 @@
+r"""The geometric annealing path of AIS: the temperature ``schedule`` and the ``TemperedEnergy``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ebmlab._checks import check_positive_int
+from ebmlab.domain import Box
+from ebmlab.energy import Energy
+
+__all__ = ["SCHEDULES", "schedule", "TemperedEnergy"]
+
+SCHEDULES = ("sigmoid", "linear", "geometric")
+
+
+def schedule(num_temperatures: int, kind: str = "sigmoid", *, dtype: torch.dtype | None = None
+             ) -> Tensor:
+    r"""Return K + 1 increasing temperatures :math:`0 = t_0 < \dots < t_K = 1`.
+
+    ``"linear"`` spaces them evenly, ``"geometric"`` evenly in :math:`\log t` from
+    :math:`10^{-4}` (plus :math:`t_0 = 0`), and ``"sigmoid"`` (the default) as
+    :math:`\sigma(\delta(2k/K - 1))` with :math:`\delta = 4`, rescaled to [0, 1]: dense at both
+    ends, where the distributions change fastest.
+
+    Example:
+        >>> [round(t, 3) for t in schedule(4, "linear").tolist()]
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    check_positive_int(num_temperatures, "num_temperatures")
+    k = torch.linspace(0, 1, num_temperatures + 1, dtype=dtype or torch.get_default_dtype())
+    if kind == "linear":
+        return k
+    if kind == "geometric":
+        t = torch.logspace(-4, 0, num_temperatures, dtype=k.dtype)
+        return torch.cat([torch.zeros(1, dtype=k.dtype), t])
+    if kind == "sigmoid":
+        s = torch.sigmoid(4.0 * (2 * k - 1))
+        return (s - s[0]) / (s[-1] - s[0])
+    raise ValueError(f"schedule must be one of {SCHEDULES} or a tensor; got {kind!r}")
+
+
+class TemperedEnergy(Energy):
+    r"""The intermediate energy :math:`E_t = (1 - t)E_0 + t\,\beta F` of the geometric path.
+
+    :math:`E_0 = -\log p_0` is the base's energy, so :math:`e^{-E_0}` integrates to 1 and
+    :math:`e^{-E_1} = e^{-\beta F}`; outside ``domain`` (when given) :math:`E_t = +\infty`
+    for :math:`t > 0`. A sampler targets it with ``beta=1``.
+
+    Args:
+        energy: the target energy F.
+        base_log_prob: a function returning :math:`\log p_0(y)` for rows y (N, *y_shape).
+        t: the position on the path, in [0, 1].
+        beta: the target's inverse temperature.
+        domain: the box the target is restricted to, or ``None``.
+    """
+
+    def __init__(
+        self,
+        energy: Energy,
+        base_log_prob: Any,
+        t: float,
+        beta: float,
+        domain: Box | None = None,
+    ) -> None:
+        super().__init__()
+        self.energy = energy
+        self.base_log_prob = base_log_prob
+        self.t = float(t)
+        self.beta = float(beta)
+        self.domain = domain
+        self.y_shape = energy.y_shape
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        t = self.t
+        e = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        if t < 1:
+            e = e - (1 - t) * self.base_log_prob(y)
+        if t > 0:
+            f = self.energy.forward(y, x)
+            if self.domain is not None:
+                f = torch.where(self.domain.contains(y), f, torch.full_like(f, math.inf))
+            e = e + (t * self.beta) * f
+        return e
