@@ -193,6 +193,20 @@ def test_responsibilities_and_argmin(generator):
     torch.testing.assert_close(g, (r.unsqueeze(-1) * 2 * (y.unsqueeze(1) - d)).sum(1))
 
 
+def test_default_pairwise_is_forward_on_the_expanded_pairs(generator):
+    energy = RandomLatent()
+    y, z = torch.randn(3, 2, generator=generator), torch.randn(4, 2, generator=generator)
+    x = torch.randn(3, 1, generator=generator)
+    e = energy.pairwise(y, z, x)
+    assert e.shape == (3, 4)
+    torch.testing.assert_close(e[1, 2], energy(y[1:2], z[2:3], x[1:2])[0], rtol=0, atol=0)
+    ellipse = eb.energies.Ellipse()  # overrides pairwise with a closed form
+    zs = torch.randn(5, 1, generator=generator)
+    torch.testing.assert_close(
+        ellipse.pairwise(y, zs), eb.LatentEnergy.pairwise(ellipse, y, zs), atol=1e-12, rtol=0
+    )
+
+
 def test_infer_on_a_free_energy_finds_the_ellipse(generator):
     grid = eb.latent.Grid(0.0, 2 * math.pi, 48, periodic=True)
     free = eb.FreeEnergy(eb.energies.Ellipse(), grid)

@@ -91,6 +91,19 @@ def test_monte_carlo_is_reproducible_and_resamples():
         eb.latent.MonteCarlo(3.0, 10)
 
 
+def test_monte_carlo_draws_a_distribution_under_a_fork_seeded_from_its_generator():
+    normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+    before = torch.random.get_rng_state()
+    mc = eb.latent.MonteCarlo(normal, 20, generator=torch.Generator().manual_seed(5))
+    z = mc.points()
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global state is restored
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)))
+    torch.manual_seed(seed)
+    assert torch.equal(z, normal.sample((20,)))  # the rule of ebmlab._random, draw for draw
+    log_q = normal.log_prob(z).sum(-1)
+    torch.testing.assert_close(mc.log_weights("integral"), -math.log(20) - log_q)
+
+
 def test_monte_carlo_importance_weights_estimate_an_integral(generator):
     # ∫ exp(-z²/2) dz = √(2π), estimated with z ~ q = N(0, 2²): weights exp(-z²/2) / q(z) / N.
     # The estimator's sd is sd_q(exp(-z²/2)/q) / √N; 5 sd bounds a failure rate below 1e-6.
