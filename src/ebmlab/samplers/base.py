@@ -8,23 +8,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_batch, check_beta, check_positive, check_tensor
-from ebmlab.domain import Box
+from ebmlab._checks import (
+    check_batch,
+    check_beta,
+    check_positive,
+    check_target_acceptance,
+    check_tensor,
+)
+from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
 from ebmlab.samplers.state import State
 
-__all__ = ["Kernel", "check_target_acceptance"]
-
-
-def check_target_acceptance(value: float | None) -> float | None:
-    """Return ``value`` if it is ``None`` or a probability in (0, 1)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"target_acceptance must be a number or None; got {type(value).__name__}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"target_acceptance must be in (0, 1); got {value}")
-    return float(value)
+# check_target_acceptance lives in ebmlab._checks; the name stays importable from here.
+__all__ = ["Kernel", "noise_like", "check_target_acceptance"]
 
 
 class Kernel:
@@ -45,9 +41,7 @@ class Kernel:
     ) -> None:
         self.step_size = check_positive(step_size, "step_size")
         self.beta = check_beta(beta)
-        if domain is not None and not isinstance(domain, Box):
-            raise TypeError(f"domain must be an eb.Box or None; got {type(domain).__name__}")
-        self.domain = domain
+        self.domain = check_box(domain)
 
     def _setup(self) -> None:  # pragma: no cover - overridden
         pass

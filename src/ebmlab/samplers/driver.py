@@ -96,7 +96,8 @@ def sample(
     (MALA, HMC, NUTS) its step size is adapted during them by dual averaging and the
     averaged value is kept afterwards. Then ``num_steps`` steps are run and every ``thin``-th
     state is kept. Inputs are validated here once; the loop itself does no validation, no
-    host synchronisation (except one read per NUTS doubling) and builds no autograd graph.
+    host synchronisation (except NUTS's early-stop reads, see :class:`~ebmlab.samplers.NUTS`)
+    and builds no autograd graph.
 
     Args:
         energy: the energy F (any :class:`ebmlab.Energy`, including a ``FreeEnergy``).
@@ -181,19 +182,12 @@ def sample(
         positions: list[Tensor] = []
         energies: list[Tensor] = []
         infos: list[Any] = []
-        if thin == 1:
-            for _ in steps(num_steps, "sampling"):
-                state, info = step(state, energy, x, generator=generator)
+        for t in steps(num_steps, "sampling"):
+            state, info = step(state, energy, x, generator=generator)
+            if t % thin == thin - 1:  # every step when thin == 1
                 positions.append(state.position)
                 energies.append(state.energy)
                 infos.append(info)
-        else:
-            for t in steps(num_steps, "sampling"):
-                state, info = step(state, energy, x, generator=generator)
-                if t % thin == thin - 1:
-                    positions.append(state.position)
-                    energies.append(state.energy)
-                    infos.append(info)
         return Chain(
             samples=torch.stack(positions),
             energy=torch.stack(energies),

@@ -7,15 +7,15 @@ import math
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_positive_int
+from ebmlab._checks import check_positive, check_positive_int, check_target_acceptance
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.samplers.base import Kernel, check_target_acceptance, noise_like
+from ebmlab.samplers.base import Kernel, noise_like
 from ebmlab.samplers.integrators import leapfrog
 from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import HMCInfo, State
 
-__all__ = ["HMC", "DIVERGENCE_THRESHOLD", "check_mass"]
+__all__ = ["HMC", "DIVERGENCE_THRESHOLD", "check_mass", "mass_setup", "kinetic"]
 
 # beta * energy error above which a trajectory counts as divergent (Stan's and BlackJAX's value).
 DIVERGENCE_THRESHOLD = 1000.0
@@ -27,9 +27,14 @@ def check_mass(mass: float | Tensor) -> float | Tensor:
         if not mass.is_floating_point() or not bool((mass > 0).all() & mass.isfinite().all()):
             raise ValueError("mass must be a floating tensor of positive finite entries")
         return mass.detach()
-    from ebmlab._checks import check_positive
-
     return check_positive(mass, "mass")
+
+
+def mass_setup(mass: float | Tensor, beta: float) -> tuple[float | Tensor, float | Tensor]:
+    r"""Return :math:`M^{-1}` and the momentum scale :math:`\sqrt{M/\beta}` (HMC's and NUTS's)."""
+    inv_mass = 1.0 / mass
+    scale = torch.sqrt(mass / beta) if isinstance(mass, Tensor) else math.sqrt(mass / beta)
+    return inv_mass, scale
 
 
 def kinetic(p: Tensor, inv_mass: float | Tensor) -> Tensor:
@@ -92,11 +97,7 @@ class HMC(Kernel):
         self._setup()
 
     def _setup(self) -> None:
-        m = self.mass
-        self._inv_mass = 1.0 / m
-        self._momentum_scale = (
-            torch.sqrt(m / self.beta) if isinstance(m, Tensor) else math.sqrt(m / self.beta)
-        )
+        self._inv_mass, self._momentum_scale = mass_setup(self.mass, self.beta)
 
     def step(
         self,

@@ -1,4 +1,4 @@
-"""The leapfrog (velocity Verlet) integrator, with optional reflection at the walls of a box."""
+"""The integrators: leapfrog (velocity Verlet) with reflecting walls, and the Langevin step."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ebmlab.energy import Energy
 
-__all__ = ["leapfrog", "reflect", "axpy"]
+__all__ = ["leapfrog", "leapfrog_step", "langevin_step", "reflect", "axpy"]
 
 Scalar = float | Tensor
 
@@ -104,3 +104,86 @@ def leapfrog(
         e, grad = energy.energy_and_grad(y, x)
         p = axpy(p, neg_half if i == last else neg_full, grad)
     return y, p, e, grad
+
+
+def leapfrog_step(
+    y: Tensor,
+    p: Tensor,
+    grad: Tensor,
+    energy: Energy,
+    x: Tensor | None,
+    neg_half: Scalar,
+    drift: Scalar,
+    bounds: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""One kick-drift-kick leapfrog step with precomputed coefficients.
+
+    :math:`p \leftarrow p - \tfrac{\epsilon}{2}\nabla F`, :math:`y \leftarrow y + \epsilon
+    M^{-1} p` (reflected at ``bounds``), a new gradient, and the second half kick. NUTS calls it
+    with ``neg_half = -ε/2`` and ``drift = ε M⁻¹`` computed once per doubling (ε signed per
+    chain). :func:`leapfrog` makes the same moves but fuses the half kicks between steps.
+
+    Args:
+        y, p, grad: position, momentum and :math:`\nabla F(y)`, shape ``(chains, *y_shape)``.
+        energy: the energy; called through ``energy_and_grad``.
+        x: conditioning input or ``None``.
+        neg_half: :math:`-\epsilon/2`, a number or a tensor broadcastable to ``y``.
+        drift: :math:`\epsilon M^{-1}`, a number or a tensor broadcastable to ``y``.
+        bounds: optional ``(low, high)`` reflecting walls.
+
+    Returns:
+        ``(y, p, energy, grad)`` after the step.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> q = eb.energies.Quadratic(torch.eye(1))
+        >>> y0, p0, g0 = torch.ones(1, 1), torch.zeros(1, 1), torch.ones(1, 1)
+        >>> a = leapfrog_step(y0, p0, g0, q, None, -0.05, 0.1)
+        >>> b = leapfrog(y0, p0, g0, q, None, 0.1, 1)
+        >>> all(torch.equal(u, v) for u, v in zip(a, b))
+        True
+    """
+    p = axpy(p, neg_half, grad)
+    y = axpy(y, drift, p)
+    if bounds is not None:
+        y, p = reflect(y, p, bounds[0], bounds[1])
+    e, grad = energy.energy_and_grad(y, x)
+    p = axpy(p, neg_half, grad)
+    return y, p, e, grad
+
+
+def langevin_step(
+    y: Tensor,
+    grad: Tensor,
+    neg_step: Scalar,
+    noise_scale: Scalar,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    r"""The Euler-Maruyama Langevin move :math:`y' = y - h\nabla F(y) + \sqrt{2h/\beta}\,\xi`.
+
+    One standard normal draw :math:`\xi` shaped like ``y``; the move is made in two fused ops.
+    It is the step of :class:`~ebmlab.samplers.Langevin` and the proposal of
+    :class:`~ebmlab.samplers.MALA` (walls, if any, are the caller's business).
+
+    Args:
+        y, grad: the positions and :math:`\nabla F(y)`, shape ``(chains, *y_shape)``.
+        neg_step: :math:`-h`, a number or a broadcastable tensor.
+        noise_scale: :math:`\sqrt{2h/\beta}`, a number or a broadcastable tensor.
+        generator: the random source of :math:`\xi`.
+
+    Returns:
+        ``(y', xi)``: the moved positions and the noise drawn.
+
+    Example:
+        >>> import torch
+        >>> y, xi = langevin_step(torch.zeros(2, 3), torch.ones(2, 3), -0.5, 0.0, None)
+        >>> y[0].tolist(), xi.shape
+        ([-0.5, -0.5, -0.5], torch.Size([2, 3]))
+    """
+    noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+    y_new = axpy(y, neg_step, grad)  # a fresh tensor: the noise is added in place
+    if isinstance(noise_scale, Tensor):
+        y_new = y_new.addcmul_(noise, noise_scale)
+    else:
+        y_new = y_new.add_(noise, alpha=noise_scale)
+    return y_new, noise

@@ -10,7 +10,7 @@ from torch import Tensor
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.samplers.base import Kernel
-from ebmlab.samplers.integrators import axpy, reflect
+from ebmlab.samplers.integrators import langevin_step, reflect
 from ebmlab.samplers.state import Info, State
 
 __all__ = ["Langevin"]
@@ -55,7 +55,6 @@ class Langevin(Kernel):
     def _setup(self) -> None:
         h = self.step_size
         self._neg_step = -h
-        self._is_float = not isinstance(h, Tensor)
         sqrt = torch.sqrt if isinstance(h, Tensor) else math.sqrt
         self._noise_scale = sqrt(2.0 * h / self.beta)
         self._constants: tuple[Tensor, Tensor] | None = None
@@ -83,11 +82,9 @@ class Langevin(Kernel):
         generator: torch.Generator | None = None,
     ) -> tuple[State, Info]:
         """Make one Langevin step for every chain; returns the new state and its info."""
-        y = axpy(state.position, self._neg_step, state.grad)
-        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-        y = y.add_(noise, alpha=self._noise_scale) if self._is_float else y.addcmul_(
-            noise, self._noise_scale
-        )
+        y = langevin_step(
+            state.position, state.grad, self._neg_step, self._noise_scale, generator
+        )[0]
         if self.domain is not None:
             low, high = self.domain.bounds(y)
             y = reflect(y, None, low, high)[0]

@@ -7,11 +7,12 @@ import math
 import torch
 from torch import Tensor
 
+from ebmlab._checks import check_target_acceptance
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.samplers.base import Kernel, check_target_acceptance, noise_like
+from ebmlab.samplers.base import Kernel
 from ebmlab.samplers.hmc import HMC
-from ebmlab.samplers.integrators import axpy
+from ebmlab.samplers.integrators import axpy, langevin_step
 from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import Info, State
 
@@ -90,14 +91,7 @@ class MALA(Kernel):
             new, info = self._hmc.step(state, energy, x, generator=generator)
             return new, Info(info.acceptance_rate, info.is_accepted, info.is_divergent)
         y, e, g = state
-        noise = noise_like(y, generator)
-        y_new = axpy(y, self._neg_step, g)
-        # y_new is a fresh tensor: add the noise in place.
-        y_new = (
-            y_new.addcmul_(noise, self._noise_scale)
-            if isinstance(self._noise_scale, Tensor)
-            else y_new.add_(noise, alpha=self._noise_scale)
-        )
+        y_new, noise = langevin_step(y, g, self._neg_step, self._noise_scale, generator)
         e_new, g_new = energy.energy_and_grad(y_new, x)
         # log q(y'|y) = -|noise|^2 / 2 because (y' - y + h g) = sqrt(2h / beta) noise.
         back = axpy(y - y_new, self.step_size, g_new)

@@ -7,12 +7,12 @@ import math
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_positive_int
+from ebmlab._checks import check_positive_int, check_target_acceptance
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.samplers.base import Kernel, check_target_acceptance, noise_like
-from ebmlab.samplers.hmc import DIVERGENCE_THRESHOLD, check_mass, kinetic
-from ebmlab.samplers.integrators import reflect
+from ebmlab.samplers.base import Kernel, noise_like
+from ebmlab.samplers.hmc import DIVERGENCE_THRESHOLD, check_mass, kinetic, mass_setup
+from ebmlab.samplers.integrators import leapfrog_step
 from ebmlab.samplers.state import NUTSInfo, State
 
 __all__ = ["NUTS"]
@@ -39,8 +39,9 @@ class NUTS(Kernel):
     :math:`e^{-\beta H}` (uniform progressive sampling inside a new sub-tree, biased
     progressive sampling when it joins the tree). Chains are advanced in lockstep: the trees
     are per chain, the doubling loop is shared and masked, so a step costs as many leapfrog
-    steps as the deepest tree of the batch. Each doubling reads one flag from the device (to
-    stop when every chain has finished), the only host synchronisation of the kernel.
+    steps as the deepest tree of the batch. To stop as soon as every chain has finished, the
+    kernel reads one flag from the device after each doubling and, from the third doubling
+    on, after each leapfrog step inside it: the only host synchronisations of the kernel.
 
     Args:
         step_size: the leapfrog step :math:`\epsilon > 0`.
@@ -86,11 +87,7 @@ class NUTS(Kernel):
         self._setup()
 
     def _setup(self) -> None:
-        m = self.mass
-        self._inv_mass = 1.0 / m
-        self._momentum_scale = (
-            torch.sqrt(m / self.beta) if isinstance(m, Tensor) else math.sqrt(m / self.beta)
-        )
+        self._inv_mass, self._momentum_scale = mass_setup(self.mass, self.beta)
 
     def step(  # noqa: C901 - one algorithm, kept in one place on purpose
         self,
@@ -141,12 +138,7 @@ class NUTS(Kernel):
             starts: list[tuple[Tensor, Tensor]] = [(total, p)] * (j + 1)
             size = 1 << j
             for i in range(size):
-                p = torch.addcmul(p, neg_half, g)
-                y = torch.addcmul(y, drift, p)
-                if bounds is not None:
-                    y, p = reflect(y, p, bounds[0], bounds[1])
-                e, g = energy.energy_and_grad(y, x)
-                p = torch.addcmul(p, neg_half, g)
+                y, p, e, g = leapfrog_step(y, p, g, energy, x, neg_half, drift, bounds)
                 log_w = h0 - e - kinetic(p, inv_mass)
                 if beta != 1.0:
                     log_w = log_w.mul_(beta)
