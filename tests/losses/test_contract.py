@@ -139,3 +139,12 @@ def test_energy_inputs_with_a_wrong_batch_are_refused(name):
     bad[1] = torch.zeros(B + 1, K)
     with pytest.raises(ValueError, match=losses.LOSS_INPUTS[name][1]):
         _call(name, bad)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_loss_inputs_are_what_the_training_loop_supplies(name):
+    from ebmlab.training import resolve_loss
+
+    options = {"sigma": 0.1} if name == "denoising_score_matching" else {}  # a required option
+    supplied = tuple(p for p in resolve_loss(name, options).inputs if p != "generator")
+    assert losses.LOSS_INPUTS[name] == supplied

@@ -5,7 +5,8 @@ Every loss is a pure function with the reduction as an argument (``"mean"``, ``"
 gradient penalty need derivatives in ``y`` and take ``(energy, y, x=None)``.
 
 ``LOSSES`` maps a name to its function (the config-driven trainer looks losses up there) and
-``LOSS_INPUTS`` names the positional inputs each one needs:
+``LOSS_INPUTS`` names the positional inputs each one needs, read from its signature (the
+parameters named in ``INPUTS``):
 
 - ``("e_pos",)``: energies of the data;
 - ``("e_pos", "e_min")``: and the minimum energy found by inference (or a set of energies);
@@ -14,6 +15,11 @@ gradient penalty need derivatives in ``y`` and take ``(energy, y, x=None)``.
 - ``("e_data", "e_noise", "log_q_data", "log_q_noise")``: NCE with a known noise density;
 - ``("energy", "y", "x")``: the energy itself, the data and the conditioning input.
 """
+
+import inspect
+from collections.abc import Callable
+
+from torch import Tensor
 
 from ebmlab.losses.likelihood import contrastive_divergence, mee, nll
 from ebmlab.losses.margin import (
@@ -33,29 +39,6 @@ from ebmlab.losses.score import (
     exact_score_matching,
     sliced_score_matching,
 )
-
-_PAIR = ("e_pos", "e_neg")
-_SET = ("e_pos", "e_all")
-_SCORE = ("energy", "y", "x")
-
-LOSS_INPUTS: dict[str, tuple[str, ...]] = {
-    "energy_loss": ("e_pos",),
-    "perceptron": ("e_pos", "e_min"),
-    "hinge": _PAIR,
-    "log_loss": _PAIR,
-    "lvq2": _PAIR,
-    "mce": _PAIR,
-    "square_square": _PAIR,
-    "square_exp": _PAIR,
-    "nll": _SET,
-    "mee": _SET,
-    "contrastive_divergence": _PAIR,
-    "nce": ("e_data", "e_noise", "log_q_data", "log_q_noise"),
-    "info_nce": _PAIR,
-    "exact_score_matching": _SCORE,
-    "sliced_score_matching": _SCORE,
-    "denoising_score_matching": _SCORE,
-}
 
 LOSSES = {
     fn.__name__: fn
@@ -81,9 +64,25 @@ LOSSES = {
 
 REGULARIZERS = {"energy_l2": energy_l2, "gradient_penalty": gradient_penalty}
 
+# The inputs a loss may name: a loss's parameters of these names are what the training loop
+# supplies (``eb.training.resolve_loss``); its other parameters are options.
+INPUTS = (
+    "e_pos", "e_data", "e_neg", "e_min", "e_noise", "e_all", "log_q_data", "log_q_noise",
+    "energy", "y", "x",
+)
+
+
+def _inputs(fn: Callable[..., Tensor]) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(fn).parameters if p in INPUTS)
+
+
+# Derived from the signatures, so a new loss is one file plus one line in LOSSES.
+LOSS_INPUTS: dict[str, tuple[str, ...]] = {name: _inputs(fn) for name, fn in LOSSES.items()}
+
 __all__ = [
     "LOSSES",
     "LOSS_INPUTS",
+    "INPUTS",
     "REGULARIZERS",
     "energy_loss",
     "perceptron",

@@ -14,13 +14,11 @@ __all__ = [
     "REDUCTIONS",
     "check_reduction",
     "reduce",
-    "check_energies",
     "check_pair",
     "check_set",
     "check_nonnegative",
     "check_energy_callable",
     "prepare_y",
-    "call_energy",
     "grad_y",
     "check_generator_device",
 ]
@@ -48,11 +46,6 @@ def reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def check_energies(value: object, name: str) -> Tensor:
-    """Return ``value`` if it is a floating tensor of energies with at least one dimension."""
-    return check_tensor(value, name)
-
-
 def _same_dtype_device(a: Tensor, b: Tensor, a_name: str, b_name: str) -> None:
     if a.dtype != b.dtype:
         raise TypeError(
@@ -71,8 +64,8 @@ def check_pair(
     trailing ``K`` (K negatives per positive); in the second case ``e_pos`` gains a trailing
     singleton dimension so the two broadcast pair by pair.
     """
-    e_pos = check_energies(e_pos, pos_name)
-    e_neg = check_energies(e_neg, neg_name)
+    e_pos = check_tensor(e_pos, pos_name)
+    e_neg = check_tensor(e_neg, neg_name)
     _same_dtype_device(e_pos, e_neg, pos_name, neg_name)
     if e_neg.shape == e_pos.shape:
         return e_pos, e_neg
@@ -89,8 +82,8 @@ def check_set(
     e_pos: object, e_all: object, pos_name: str = "e_pos", all_name: str = "e_all"
 ) -> tuple[Tensor, Tensor]:
     """Validate energies of the correct answer (S,) and of a set of answers (S, K)."""
-    e_pos = check_energies(e_pos, pos_name)
-    e_all = check_energies(e_all, all_name)
+    e_pos = check_tensor(e_pos, pos_name)
+    e_all = check_tensor(e_all, all_name)
     _same_dtype_device(e_pos, e_all, pos_name, all_name)
     if e_all.ndim != e_pos.ndim + 1 or e_all.shape[:-1] != e_pos.shape or e_all.shape[-1] < 1:
         shape = tuple(e_pos.shape)
@@ -132,18 +125,6 @@ def prepare_y(y: object, x: Tensor | None) -> Tensor:
     if x is not None and x.dtype != y.dtype:
         raise TypeError(f"y has dtype {y.dtype} but x has dtype {x.dtype}; expected equal dtypes")
     return y if y.requires_grad else y.detach().requires_grad_(True)
-
-
-def call_energy(energy: Callable[..., Tensor], y: Tensor, x: Tensor | None) -> Tensor:
-    """Evaluate ``energy(y, x)`` and check it returned ``(B,)``."""
-    e = energy(y, x)
-    if not isinstance(e, Tensor) or not e.is_floating_point():
-        raise TypeError(f"energy returned {type(e).__name__}; expected a floating torch.Tensor")
-    if e.shape != (y.shape[0],):
-        raise ValueError(
-            f"energy returned shape {tuple(e.shape)}; expected (B,) = ({y.shape[0]},)"
-        )
-    return e
 
 
 def grad_y(out: Tensor, y: Tensor) -> Tensor:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebmlab._checks import check_beta, check_same_device
+from ebmlab._checks import check_beta, check_same_device, check_tensor
 from ebmlab.losses._common import (
-    check_energies,
     check_pair,
     check_reduction,
     check_set,
@@ -122,7 +121,7 @@ def nll(
         return reduce(beta * e_pos + log_z, reduction)
     if log_weights is not None:
         raise ValueError("log_weights is only used with e_all; got log_weights without e_all")
-    e_pos = check_energies(e_pos, "e_pos")
+    e_pos = check_tensor(e_pos, "e_pos")
     if isinstance(log_partition, Tensor):
         if log_partition.dtype != e_pos.dtype:
             raise TypeError(

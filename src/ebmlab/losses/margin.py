@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from ebmlab._checks import check_positive
+from ebmlab._checks import check_positive, check_tensor
 from ebmlab.losses._common import (
-    check_energies,
     check_nonnegative,
     check_pair,
     check_reduction,
@@ -63,7 +62,7 @@ def energy_loss(e_pos: Tensor, *, reduction: str = "mean") -> Tensor:
         2.0
     """
     reduction = check_reduction(reduction)
-    return reduce(check_energies(e_pos, "e_pos"), reduction)
+    return reduce(check_tensor(e_pos, "e_pos"), reduction)
 
 
 def perceptron(e_pos: Tensor, e_min: Tensor, *, reduction: str = "mean") -> Tensor:
@@ -98,8 +97,8 @@ def perceptron(e_pos: Tensor, e_min: Tensor, *, reduction: str = "mean") -> Tens
         1.5
     """
     reduction = check_reduction(reduction)
-    e_pos = check_energies(e_pos, "e_pos")
-    e_min = check_energies(e_min, "e_min")
+    e_pos = check_tensor(e_pos, "e_pos")
+    e_min = check_tensor(e_min, "e_min")
     if e_min.shape != e_pos.shape:
         e_pos, e_min = check_set(e_pos, e_min, all_name="e_min")
         e_min = e_min.amin(-1)

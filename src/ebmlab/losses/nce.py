@@ -8,14 +8,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from ebmlab._checks import check_beta
-from ebmlab.losses._common import check_energies, check_pair, check_reduction, reduce
+from ebmlab._checks import check_beta, check_tensor
+from ebmlab.losses._common import check_pair, check_reduction, reduce
 
 __all__ = ["nce", "info_nce"]
 
 
 def _check_like(value: object, like: Tensor, name: str, like_name: str) -> Tensor:
-    value = check_energies(value, name)
+    value = check_tensor(value, name)
     if value.shape != like.shape:
         raise ValueError(
             f"{name} has shape {tuple(value.shape)}; expected the shape of {like_name}, "

@@ -8,10 +8,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _torch_spectral_norm
 
-from ebmlab._checks import check_positive_int
+from ebmlab._checks import check_positive_int, check_tensor
+from ebmlab.energy import check_energy_output
 from ebmlab.losses._common import (
-    call_energy,
-    check_energies,
     check_energy_callable,
     check_pair,
     check_reduction,
@@ -54,7 +53,7 @@ def energy_l2(e_pos: Tensor, e_neg: Tensor | None = None, *, reduction: str = "m
     """
     reduction = check_reduction(reduction)
     if e_neg is None:
-        return reduce(check_energies(e_pos, "e_pos").square(), reduction)
+        return reduce(check_tensor(e_pos, "e_pos").square(), reduction)
     e_pos, e_neg = check_pair(e_pos, e_neg)
     return reduce(e_pos.square() + e_neg.square(), reduction)
 
@@ -100,7 +99,7 @@ def gradient_penalty(
     reduction = check_reduction(reduction)
     energy = check_energy_callable(energy)
     y = prepare_y(y, x)
-    g = grad_y(call_energy(energy, y, x), y)
+    g = grad_y(check_energy_output(energy(y, x), y.shape[0], "energy"), y)
     return reduce(g.flatten(1).square().sum(-1), reduction)
 
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive, check_positive_int
+from ebmlab.energy import check_energy_output
 from ebmlab.losses._common import (
-    call_energy,
     check_energy_callable,
     check_generator_device,
     check_reduction,
@@ -81,7 +81,7 @@ def exact_score_matching(
     reduction = check_reduction(reduction)
     energy = check_energy_callable(energy)
     y = prepare_y(y, x)
-    g = grad_y(call_energy(energy, y, x), y)
+    g = grad_y(check_energy_output(energy(y, x), y.shape[0], "energy"), y)
     g_flat = g.flatten(1)  # (B, D)
     trace = torch.zeros_like(g_flat[:, 0])
     for i in range(g_flat.shape[1]):
@@ -167,7 +167,7 @@ def sliced_score_matching(
     y_rep = y.expand(shape).reshape(-1, *y.shape[1:])
     x_rep = None if x is None else x.expand(num_projections, *x.shape).reshape(-1, *x.shape[1:])
     v = v.reshape(y_rep.shape)
-    g = grad_y(call_energy(energy, y_rep, x_rep), y_rep)
+    g = grad_y(check_energy_output(energy(y_rep, x_rep), y_rep.shape[0], "energy"), y_rep)
     gv = _sum_event(g * v)
     vhv = _sum_event(grad_y(gv, y_rep) * v)
     first = 0.5 * (gv.square() if estimator == "ssm" else _sum_event(g.square()))
@@ -234,5 +234,5 @@ def denoising_score_matching(
     check_generator_device(generator, y)
     noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
     y_noisy = y + sigma * noise
-    g = grad_y(call_energy(energy, y_noisy, x), y_noisy)
+    g = grad_y(check_energy_output(energy(y_noisy, x), y_noisy.shape[0], "energy"), y_noisy)
     return reduce(0.5 * _sum_event((g - noise / sigma).square()), reduction)
