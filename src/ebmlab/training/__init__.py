@@ -3,8 +3,9 @@
 from ebmlab.training import distributed, negatives
 from ebmlab.training.callbacks import Callback, CSVLogger, Evaluate, TensorBoardLogger
 from ebmlab.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
-from ebmlab.training.fit import DivergenceError, History, Run, fit, resolve_loss
+from ebmlab.training.fit import fit
 from ebmlab.training.replay import ReplayBuffer
+from ebmlab.training.run import DivergenceError, History, Run, resolve_loss
 
 __all__ = [
     "fit",

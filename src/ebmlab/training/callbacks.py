@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ebmlab._checks import check_positive_int
 
 if TYPE_CHECKING:
-    from ebmlab.training.fit import Run
+    from ebmlab.training.run import Run
 
 __all__ = ["Callback", "CSVLogger", "TensorBoardLogger", "Evaluate"]
 

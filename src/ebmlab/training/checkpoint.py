@@ -35,6 +35,7 @@ __all__ = [
     "optimizer_from_flat",
     "generator_states",
     "restore_generator_states",
+    "to_jsonable",
 ]
 
 FORMAT = "ebmlab-checkpoint"
@@ -200,13 +201,14 @@ def read_checkpoint(path: str | Path) -> tuple[int, dict[str, Tensor], dict[str,
     return int(record["step"]), tensors, record["meta"]
 
 
-def _jsonable(value: object, where: str) -> object:
+def to_jsonable(value: object, where: str) -> object:
+    """Return ``value`` (tuples as lists) if JSON can store it; ``where`` names it in the error."""
     if isinstance(value, tuple):
-        return [_jsonable(v, where) for v in value]
+        return [to_jsonable(v, where) for v in value]
     if isinstance(value, list):
-        return [_jsonable(v, where) for v in value]
+        return [to_jsonable(v, where) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, where) for k, v in value.items()}
+        return {str(k): to_jsonable(v, where) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise CheckpointError(
@@ -228,9 +230,9 @@ def optimizer_to_flat(
                 tensors[f"{prefix}.state.{pid}.{len(record['tensors'])}"] = value
                 record["tensors"].append(key)
             else:
-                record["values"][key] = _jsonable(value, f"{prefix} state {key!r}")
+                record["values"][key] = to_jsonable(value, f"{prefix} state {key!r}")
         entries[str(pid)] = record
-    groups = _jsonable(state["param_groups"], f"{prefix} param_groups")
+    groups = to_jsonable(state["param_groups"], f"{prefix} param_groups")
     return tensors, {"state": entries, "param_groups": groups}
 
 

@@ -19,8 +19,9 @@ Design (what :func:`ebmlab.fit` does with these helpers):
 - Logged statistics are averaged over ranks (one all-reduce per logging interval), so the
   divergence check reaches the same verdict on every rank.
 - Checkpoints are written by rank 0 only, atomically, between two barriers; every rank's
-  generator and replay buffer are gathered into it, and any world size can resume it (a rank
-  missing from the checkpoint starts its negatives from rank 0's buffer and a fresh generator).
+  generator and replay buffer are gathered into it (:mod:`ebmlab.training.state`), and any
+  world size can resume it (a rank missing from the checkpoint starts its negatives from rank
+  0's buffer and a fresh generator).
 - A rank that raises prints ``rank r of W failed at step s`` with the cause and exits; its
   peers, blocked in the next collective, fail as well (torchrun then ends the job), and since
   the checkpoint is renamed into place only once complete, the last one stays valid.
@@ -60,8 +61,6 @@ __all__ = [
     "sharded_infer",
     "sharded_sample",
     "sharded_energy",
-    "gather_rank_states",
-    "restore_rank_state",
 ]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -425,49 +424,3 @@ def sharded_energy(energy: nn.Module, y: Tensor, x: Tensor | None = None) -> Ten
     # No torch.no_grad: a free energy may minimise over z with autograd inside.
     e = energy(y[part], None if x is None else x[part]).detach()
     return gather_rows(e, b)
-
-
-def gather_rank_states(negatives: object, generator: torch.Generator) -> dict[str, Tensor]:
-    """Collect every rank's generator state and replay buffer for rank 0's checkpoint.
-
-    A collective: every rank must call it. Returns ``{"ranks.<r>.generator": ...,
-    "ranks.<r>.negatives.<name>": ...}`` for the ranks ``r ≥ 1`` on rank 0 (copied to the host,
-    as the checkpoint stores them) and ``{}`` elsewhere or in a single process; rank 0's own
-    state is saved under the ordinary keys by :func:`ebmlab.fit`.
-    """
-    if not is_distributed():
-        return {}
-    mine: dict[str, Tensor] = {"generator": generator.get_state()}
-    if hasattr(negatives, "state_dict") and hasattr(negatives, "load_state_dict"):
-        for name, t in negatives.state_dict().items():
-            mine[f"negatives.{name}"] = t.detach().to("cpu")  # checkpoint copy, host side
-    gathered: list[Any] | None = [None] * world_size() if is_main() else None
-    dist.gather_object(mine, gathered, dst=0)
-    if gathered is None:
-        return {}
-    return {f"ranks.{r}.{k}": v for r, state in enumerate(gathered) if r > 0
-            for k, v in state.items()}
-
-
-def restore_rank_state(
-    tensors: dict[str, Tensor], negatives: object, generator: torch.Generator, seed: int,
-    step: int,
-) -> None:
-    """Give rank ``r ≥ 1`` its own generator and replay buffer from a checkpoint's tensors.
-
-    A rank the checkpoint has no state for (it was written by fewer processes) keeps rank 0's
-    replay buffer, already loaded, and reseeds its generator from ``(seed, rank, step)``.
-    """
-    me = rank()
-    if me == 0:
-        return
-    prefix = f"ranks.{me}."
-    key = f"{prefix}generator"
-    if key in tensors:
-        generator.set_state(tensors[key])
-    else:
-        generator.manual_seed(derive_seed(int(seed) * 1_000_003 + int(step), me))
-    neg = {k[len(prefix) + len("negatives."):]: v for k, v in tensors.items()
-           if k.startswith(prefix + "negatives.")}
-    if neg and hasattr(negatives, "load_state_dict"):
-        negatives.load_state_dict(neg)
