@@ -1,4 +1,4 @@
-"""Leapfrog: O(h^2) energy error, exact reversibility, reflection; dual averaging."""
+"""Leapfrog: O(h^2) energy error, reversibility, reflection; the one-step moves; dual averaging."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 
 import ebmlab as eb
-from ebmlab.samplers import leapfrog, reflect
+from ebmlab.samplers import langevin_step, leapfrog, leapfrog_step, reflect
 from ebmlab.samplers.adaptation import DualAveraging
 
 
@@ -76,3 +76,32 @@ def test_dual_averaging_finds_the_step_of_the_target_acceptance():
     for _ in range(2000):
         h = da.update(torch.exp(-h))
     assert abs(da.final_step_size() - (-math.log(0.65))) < 0.043
+
+
+def test_leapfrog_step_with_per_chain_coefficients(generator):
+    # NUTS's move: signed steps per chain, coefficients precomputed, walls reflected; it is
+    # kick-drift-kick with two fused multiply-adds around one gradient.
+    energy = eb.energies.GaussianMixture.ring(4)
+    y = torch.rand(6, 2, generator=generator) - 0.5
+    p = torch.randn(6, 2, generator=generator)
+    _, g = energy.energy_and_grad(y)
+    step = torch.tensor([0.1, -0.1, 0.2, -0.2, 0.05, 0.3]).view(6, 1)
+    inv_mass = torch.tensor([1.0, 0.5])
+    bounds = (-torch.ones(2), torch.ones(2))
+    y1, p1, e1, g1 = leapfrog_step(y, p, g, energy, None, step * -0.5, step * inv_mass, bounds)
+    p_half = torch.addcmul(p, step * -0.5, g)
+    y_ref, p_ref = reflect(torch.addcmul(y, step * inv_mass, p_half), p_half, *bounds)
+    e_ref, g_ref = energy.energy_and_grad(y_ref)
+    assert torch.equal(y1, y_ref) and torch.equal(e1, e_ref) and torch.equal(g1, g_ref)
+    assert torch.equal(p1, torch.addcmul(p_ref, step * -0.5, g_ref))
+
+
+def test_langevin_step_is_the_langevin_kernels_move():
+    energy = eb.energies.GaussianMixture.ring(4)
+    kernel = eb.samplers.Langevin(0.05, beta=2.0)
+    state = kernel.init(torch.randn(5, 2), energy)
+    new, _ = kernel.step(state, energy, generator=torch.Generator().manual_seed(0))
+    y, xi = langevin_step(state.position, state.grad, -0.05, math.sqrt(2 * 0.05 / 2.0),
+                          torch.Generator().manual_seed(0))
+    assert torch.equal(new.position, y)
+    torch.testing.assert_close(y, state.position - 0.05 * state.grad + math.sqrt(0.05) * xi)

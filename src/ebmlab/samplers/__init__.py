@@ -8,7 +8,7 @@ from ebmlab.samplers import diagnostics
 from ebmlab.samplers.adaptation import DualAveraging
 from ebmlab.samplers.driver import Chain, sample
 from ebmlab.samplers.hmc import HMC
-from ebmlab.samplers.integrators import leapfrog, reflect
+from ebmlab.samplers.integrators import langevin_step, leapfrog, leapfrog_step, reflect
 from ebmlab.samplers.langevin import Langevin
 from ebmlab.samplers.mala import MALA
 from ebmlab.samplers.metropolis import metropolis_accept
@@ -42,6 +42,8 @@ __all__ = [
     "DualAveraging",
     "diagnostics",
     "leapfrog",
+    "leapfrog_step",
+    "langevin_step",
     "reflect",
     "metropolis_accept",
 ]
