@@ -109,7 +109,9 @@ def fit(
         loss: a name of ``eb.losses.LOSSES`` or a callable whose parameter names say what it
             needs (see :func:`resolve_loss`), e.g. ``lambda e_pos, e_neg: ...``.
         negatives: a negative source (``eb.training.negatives``) called as
-            ``negatives(energy, y, x, generator=...)``; required by contrastive losses.
+            ``negatives(energy, y, x, generator=...)``; required by contrastive losses. A
+            source with ``is_marginal = True`` samples the marginal: it gets ``x=None`` and its
+            negatives are scored as ``energy(y_neg)`` (JEM, ``eb.training.images``).
         optimizer: a ``torch.optim.Optimizer``, a factory ``params -> Optimizer``, or
             ``None`` for Adam with lr 1e-3.
         num_steps: total number of optimisation steps (including resumed ones).
@@ -323,12 +325,14 @@ class _Objective:
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         spec, reg, negatives = self.spec, self.reg, self.negatives
         y_neg = None
+        # Negatives of the marginal (is_marginal, e.g. JEM's) are drawn and scored without x.
+        x_neg = None if getattr(negatives, "is_marginal", False) else x
         if self.needs_negatives:
-            y_neg = negatives(energy, y, x, generator=generator)
+            y_neg = negatives(energy, y, x_neg, generator=generator)
             if is_first:
                 check_negatives_output(y_neg, y)
         e_pos = model(y, x)
-        e_neg = _flat_energy(model, y_neg, x, event_ndim) if y_neg is not None else None
+        e_neg = _flat_energy(model, y_neg, x_neg, event_ndim) if y_neg is not None else None
         values = {
             "e_pos": e_pos, "e_data": e_pos, "e_neg": e_neg, "e_min": e_neg,
             "e_noise": e_neg, "e_all": e_neg, "energy": energy, "y": y, "x": x,
