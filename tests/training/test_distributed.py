@@ -146,8 +146,8 @@ def worker(scenario: str, out: Path) -> None:
         torch.save({"y": res.y, "energy": res.energy, "valid": res.valid, "count": res.count,
                     "free": distributed.sharded_energy(q, y), "chains": chains},
                    out / f"infer-{me}.pt")
-        # Last (build() sets the default dtype): `ebmlab train` as the docs launch it.
-        from ebmlab.training.cli import train
+        # Last (train() sets the default dtype): `ebmlab train` as the docs launch it.
+        from ebmlab.cli.train import train
 
         (out / "cli.toml").write_text(CONFIG)
         train(out / "cli.toml", output=out / "cli-run", progress=False)

@@ -1,8 +1,12 @@
-"""Built-in data sets, all generated in code (nothing is downloaded)."""
+"""Built-in data sets, all generated in code (nothing is downloaded).
 
-__all__: list[str] = []
+``DATASETS`` maps a name to its generator ``fn(num, ..., generator=None, dtype=None,
+device=None)``; the ``ebmlab train`` config looks its ``[data]`` table up there. A new data set is
+one function plus one line in ``DATASETS``.
+"""
 
-from ebmlab.data.toy import (  # noqa: E402
+from ebmlab.data.course import ellipse, horn, horn_radii
+from ebmlab.data.toy import (
     checkerboard,
     eight_gaussians,
     multimodal_1d,
@@ -11,15 +15,22 @@ from ebmlab.data.toy import (  # noqa: E402
     two_moons,
 )
 
-__all__ += [
+DATASETS = {
+    fn.__name__: fn
+    for fn in (
+        eight_gaussians, rings, checkerboard, two_moons, multimodal_1d, two_branch, ellipse, horn,
+    )
+}
+
+__all__ = [
+    "DATASETS",
     "eight_gaussians",
     "rings",
     "checkerboard",
     "two_moons",
     "multimodal_1d",
     "two_branch",
+    "ellipse",
+    "horn",
+    "horn_radii",
 ]
-
-from ebmlab.data.course import ellipse, horn, horn_radii  # noqa: E402
-
-__all__ += ["ellipse", "horn", "horn_radii"]

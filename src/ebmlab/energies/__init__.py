@@ -1,7 +1,30 @@
-"""Ready-made energies: analytic ones with closed-form gradients, and neural ones."""
+"""Ready-made energies: analytic ones with closed-form gradients, and neural ones.
+
+``ENERGIES`` maps a name to its class; the ``ebmlab train`` config looks its ``[energy]`` table
+up there. A new energy is one file plus one line in ``ENERGIES``.
+"""
 
 from ebmlab.energies.analytic import Banana, DoubleWell, GaussianMixture, Quadratic
 from ebmlab.energies.course import Ellipse, Horn
 from ebmlab.energies.neural import MLPEnergy
 
-__all__ = ["Quadratic", "GaussianMixture", "DoubleWell", "Banana", "MLPEnergy", "Ellipse", "Horn"]
+ENERGIES: dict[str, type] = {
+    "quadratic": Quadratic,
+    "gaussian_mixture": GaussianMixture,
+    "double_well": DoubleWell,
+    "banana": Banana,
+    "mlp": MLPEnergy,
+    "ellipse": Ellipse,
+    "horn": Horn,
+}
+
+__all__ = [
+    "ENERGIES",
+    "Quadratic",
+    "GaussianMixture",
+    "DoubleWell",
+    "Banana",
+    "MLPEnergy",
+    "Ellipse",
+    "Horn",
+]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ebmlab.cli import main
-from ebmlab.training.cli import ConfigError, dump_toml, load_config, resolve_config
+from ebmlab.cli.config import ConfigError, build, dump_toml, load_config, resolve_config
 
 TINY = """
 seed = 0
@@ -79,8 +79,6 @@ def _resolved(tmp_path, text):
     ],
 )
 def test_bad_configs_are_refused_with_the_key_named(tmp_path, edit, message):
-    from ebmlab.training.cli import build
-
     text = TINY.replace(*edit)
     with pytest.raises(ConfigError, match=message):
         build(_resolved(tmp_path, text))
@@ -145,8 +143,6 @@ def test_ebmlab_train_subprocess_smoke(tmp_path):
 
 
 def test_example_configs_are_valid():
-    from ebmlab.training.cli import build
-
     folder = Path(__file__).resolve().parents[2] / "examples" / "configs"
     configs = sorted(folder.glob("*.toml"))
     assert configs
