@@ -8,16 +8,17 @@ from pathlib import Path
 
 __all__ = ["SECTIONS", "run_demo"]
 
-# One entry per demo module under ebmlab.demo; each exposes
-# ``run(out: Path, quick: bool) -> list[str]`` (the summary lines it prints) and writes
-# its figures into ``out``.
-SECTIONS: list[str] = [
-    "spine",
-    "latent",
-    "gibbs",
-    "training",
-    "samplers",
-]
+# Section name -> its module under ebmlab.demo. Each module exposes
+# ``run(out: Path, quick: bool) -> list[str]`` (the summary lines it prints) and writes its
+# figures into ``out``. The "spine" section (inference) keeps its name and figure names.
+_MODULES = {
+    "spine": "inference",
+    "latent": "latent",
+    "gibbs": "gibbs",
+    "training": "training",
+    "samplers": "samplers",
+}
+SECTIONS: list[str] = list(_MODULES)
 
 
 def run_demo(out: Path, quick: bool = False, sections: list[str] | None = None) -> list[str]:
@@ -28,7 +29,7 @@ def run_demo(out: Path, quick: bool = False, sections: list[str] | None = None) 
         if name not in SECTIONS:
             raise ValueError(f"unknown demo section {name!r}; choose from {SECTIONS}")
         start = time.perf_counter()
-        module = importlib.import_module(f"ebmlab.demo.{name}")
+        module = importlib.import_module(f"ebmlab.demo.{_MODULES[name]}")
         section_lines = module.run(out, quick)
         lines.append(f"== {name} ({time.perf_counter() - start:.1f} s)")
         lines.extend(section_lines)

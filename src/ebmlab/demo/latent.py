@@ -49,6 +49,10 @@ def train_energy_loss(
         >>> losses[-1] < 0.1 * losses[0]
         True
     """
+    # Why not eb.fit: these fits are full-batch L-BFGS with a strong-Wolfe line search, which
+    # re-evaluates the loss through a closure inside one optimizer.step(); fit's loop takes one
+    # mini-batch step per iteration and has no closure, so it cannot reproduce these numbers
+    # (nor the demo's figures) bit for bit. The Adam branch is kept beside it for the doctest.
     params = [p for p in free_energy.parameters() if p.requires_grad]
     losses: list[float] = []
 

@@ -1,4 +1,4 @@
-"""Demo section: every minimum of multi-well landscapes, and the implicit-function picture."""
+"""Demo section "spine": every minimum of multi-well landscapes, and the implicit function."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _fit_regressor(x: torch.Tensor, y: torch.Tensor, steps: int) -> nn.Module:
 
 
 def run(out: Path, quick: bool) -> list[str]:
-    """Draw the spine's figures into ``out`` and return the summary table lines."""
+    """Draw the inference figures (``spine_*.png``) into ``out``; return the summary lines."""
     gen = torch.Generator().manual_seed(0)
     rows = []
 
