@@ -1,6 +1,7 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
 from ebmlab import data, energies, losses, partition, training
+from ebmlab.discrete_domain import Binary, Categorical
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.gibbs import Gibbs
@@ -29,6 +30,8 @@ __all__ = [
     "data",
     "losses",
     "Box",
+    "Binary",
+    "Categorical",
     "infer",
     "argmin_discrete",
     "Inference",

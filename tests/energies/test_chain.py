@@ -197,3 +197,18 @@ def test_viterbi_function_doc_example_and_batch():
     u = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]]).expand(4, 3, 2)
     labels, energy = viterbi(u, torch.zeros(2, 2), top_k=2)
     assert labels.shape == (4, 2, 3) and energy.shape == (4, 2)
+
+
+def test_eb_infer_dispatches_to_viterbi():
+    chain, x = make_chain(6)
+    res = eb.infer(chain, x, top_k=2)
+    labels, energy = chain.viterbi(x, 2)
+    assert torch.equal(res.y, labels.double()) and torch.equal(res.energy, energy)
+    assert res.best.shape == (B, L)
+
+
+def test_argmin_discrete_over_a_categorical_domain():
+    chain = Chain(torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), torch.zeros(3, 3))
+    res = eb.argmin_discrete(chain, eb.Categorical(2, 3).points(), top_k=3)
+    labels, energy = chain.viterbi(None, 3)
+    torch.testing.assert_close(res.energy, energy)

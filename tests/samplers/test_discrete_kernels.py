@@ -185,3 +185,10 @@ def test_errors():
         GibbsWithGradients().init(torch.full((2, 4), 2.0), rbm)
     with pytest.raises(TypeError, match="eb.Energy"):
         Gibbs().init(torch.zeros(2, 4), lambda y, x: y.sum(-1))
+
+
+def test_every_discrete_kernel_is_registered():
+    assert set(eb.samplers.DISCRETE_KERNELS) == {"block_gibbs", "gibbs", "gibbs_with_gradients"}
+    assert eb.samplers.BlockGibbs is BlockGibbs and eb.samplers.Gibbs is Gibbs
+    assert {type(make()) for make in DISCRETE.values()} == set(
+        eb.samplers.DISCRETE_KERNELS.values())

@@ -45,6 +45,7 @@ def infer(
     device: torch.device | str | None = None,
     z_shape: tuple[int, ...] | None = None,
     z_domain: Box | None = None,
+    top_k: int = 1,
 ) -> Inference:
     r"""Find every distinct minimum of :math:`F(x_b, \cdot)` for each input :math:`x_b`.
 
@@ -75,6 +76,9 @@ def infer(
         z_shape, z_domain: for a :class:`ebmlab.LatentEnergy`, the event shape of z and an
             optional Box for it: (y, z) are inferred jointly (see
             :func:`ebmlab.inference.joint.infer_joint`) and ``z`` is filled in.
+        top_k: for an energy solved exactly (one with ``infer_exact(x, top_k=...)``, e.g.
+            :class:`ebmlab.energies.Chain`, by Viterbi), the number of best answers; such an
+            energy ignores the options of the multi-start search.
 
     Returns:
         An :class:`ebmlab.Inference`.
@@ -93,6 +97,8 @@ def infer(
         >>> res.y[..., 0].sort(-1).values.round(decimals=3).tolist()
         [[-2.0, 2.0], [-1.0, 1.0]]
     """
+    if callable(getattr(energy, "infer_exact", None)):
+        return energy.infer_exact(x, top_k=top_k)
     if isinstance(energy, LatentEnergy):
         return infer_joint(
             energy, x, y_shape=y_shape, z_shape=z_shape, num_starts=num_starts, domain=domain,

@@ -8,6 +8,7 @@ eliminated, by minimisation (zero temperature) or by marginalisation (inverse te
     F_\beta(x, y) = -\frac1\beta \log \int e^{-\beta E(x, y, z)}\, dz .
 """
 
+from ebmlab.latent.discrete_sets import Binary, Categorical
 from ebmlab.latent.free_energy import FreeEnergy
 from ebmlab.latent.manifold import manifold
 from ebmlab.latent.minimize import Minimize
@@ -18,6 +19,8 @@ __all__ = [
     "Grid",
     "Discrete",
     "MonteCarlo",
+    "Binary",
+    "Categorical",
     "Minimize",
     "FreeEnergy",
     "manifold",

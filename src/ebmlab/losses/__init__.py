@@ -39,6 +39,7 @@ from ebmlab.losses.score import (
     exact_score_matching,
     sliced_score_matching,
 )
+from ebmlab.losses.structured import crf_nll, structured_hinge, structured_perceptron
 
 LOSSES = {
     fn.__name__: fn
@@ -60,6 +61,12 @@ LOSSES = {
         sliced_score_matching,
         denoising_score_matching,
     )
+}
+
+# Losses of linear-chain energies (eb.energies.Chain), called as fn(energy, y, x) by eb.fit;
+# kept apart from LOSSES, whose contract suite exercises generic continuous energies.
+STRUCTURED_LOSSES = {
+    fn.__name__: fn for fn in (structured_perceptron, structured_hinge, crf_nll)
 }
 
 REGULARIZERS = {"energy_l2": energy_l2, "gradient_penalty": gradient_penalty}
@@ -84,6 +91,10 @@ __all__ = [
     "LOSS_INPUTS",
     "INPUTS",
     "REGULARIZERS",
+    "STRUCTURED_LOSSES",
+    "structured_perceptron",
+    "structured_hinge",
+    "crf_nll",
     "energy_loss",
     "perceptron",
     "hinge",

@@ -6,7 +6,10 @@ A kernel has ``init(y0, energy, x=None) -> State`` and
 
 from ebmlab.samplers import diagnostics
 from ebmlab.samplers.adaptation import DualAveraging
+from ebmlab.samplers.block_gibbs import BlockGibbs, BlockGibbsState
 from ebmlab.samplers.driver import Chain, sample
+from ebmlab.samplers.gibbs_sampler import Gibbs, GibbsState
+from ebmlab.samplers.gibbs_with_gradients import GibbsWithGradients
 from ebmlab.samplers.hmc import HMC
 from ebmlab.samplers.integrators import langevin_step, leapfrog, leapfrog_step, reflect
 from ebmlab.samplers.langevin import Langevin
@@ -25,13 +28,27 @@ KERNELS = {
     "random_walk": RandomWalkMetropolis,
 }
 
+# Kernels for discrete y (binary, categorical, RBM visibles): their contract suite is
+# tests/samplers/test_discrete_kernels.py (the continuous suite does not apply to them).
+DISCRETE_KERNELS = {
+    "block_gibbs": BlockGibbs,
+    "gibbs": Gibbs,
+    "gibbs_with_gradients": GibbsWithGradients,
+}
+
 __all__ = [
     "Langevin",
     "MALA",
     "HMC",
     "NUTS",
     "RandomWalkMetropolis",
+    "BlockGibbs",
+    "Gibbs",
+    "GibbsWithGradients",
     "KERNELS",
+    "DISCRETE_KERNELS",
+    "BlockGibbsState",
+    "GibbsState",
     "sample",
     "Chain",
     "State",
