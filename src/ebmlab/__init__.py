@@ -10,6 +10,7 @@ from ebmlab.latent import FreeEnergy, manifold
 from ebmlab.partition import Estimate
 from ebmlab.samplers import diagnostics, sample
 from ebmlab.training import History, fit
+from ebmlab.warnings import InferenceWarning, SamplerWarning
 
 __version__ = "0.1.0"
 
@@ -48,4 +49,6 @@ __all__ = [
     "Gibbs",
     "Estimate",
     "partition",
+    "InferenceWarning",
+    "SamplerWarning",
 ]
