@@ -217,3 +217,15 @@ def test_clear_errors():
         rbm.estimate_log_partition("exact")
     with pytest.raises(ValueError, match="sigma"):
         GaussianBernoulliRBM(2, 2, sigma=0.0)
+
+
+def test_contrastive_gradient_is_the_autograd_gradient():
+    rbm = random_rbm(6, 4, 8)
+    g = torch.Generator().manual_seed(0)
+    v_data, v_model = torch.rand(5, 6, generator=g), (torch.rand(5, 6, generator=g) < 0.5).double()
+    free = rbm.marginal()
+    loss = free.forward(v_data).mean() - free.forward(v_model).mean()
+    expected = torch.autograd.grad(loss, [rbm.weight, rbm.visible_bias, rbm.hidden_bias])
+    rbm.contrastive_gradient(v_data, v_model)
+    for p, e in zip((rbm.weight, rbm.visible_bias, rbm.hidden_bias), expected, strict=True):
+        torch.testing.assert_close(p.grad, e)
