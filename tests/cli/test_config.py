@@ -30,7 +30,8 @@ def test_every_registered_energy_name_is_accepted_and_unknown_ones_listed():
 def test_a_latent_energy_is_trained_through_its_free_energy():
     built = _build(energy={"name": "ellipse", "num_z": 12})
     assert isinstance(built["energy"], eb.FreeEnergy)
-    assert built["energy"].latent_energy.w.tolist() == [1.0, 1.0]  # the config's default, not the class's
+    # the config's default w, not the class's
+    assert built["energy"].latent_energy.w.tolist() == [1.0, 1.0]
 
 
 def test_regularizers_come_from_the_registry():
