@@ -10,8 +10,9 @@ Rules (docs/architecture.md):
 2. No module imports a private name (``_name``) from another module, except from the shared
    private modules ``ebmlab._checks`` and ``ebmlab._random`` and from a package's own
    ``_common`` module (``ebmlab.losses._common`` may be used inside ``ebmlab.losses``).
-3. Optional: file sizes over ``--max-lines`` are reported as warnings (not failures) unless the
-   file says why on a line containing ``layout: long because``.
+3. Files over ``--max-lines`` (450) and functions over ``--max-function-lines`` (120, docstring
+   aside) are reported as warnings, not failures, unless the file says why on a line containing
+   ``layout: long because``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,26 @@ def find_cycle(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
-def check(root: Path, max_lines: int) -> tuple[list[str], list[str]]:
+def long_functions(tree: ast.Module, max_lines: int) -> list[tuple[str, int, int]]:
+    """Functions whose body, docstring aside, is longer than ``max_lines``."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        first = node.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(
+            getattr(first, "value", None), ast.Constant
+        ) and isinstance(first.value.value, str)
+        start = first.end_lineno + 1 if has_doc else node.lineno
+        length = node.end_lineno - start + 1
+        if length > max_lines:
+            found.append((node.name, length, node.lineno))
+    return found
+
+
+def check(
+    root: Path, max_lines: int, max_function_lines: int = 120
+) -> tuple[list[str], list[str]]:
     """Return (errors, warnings) for the package under ``root``."""
     modules = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
     graph: dict[str, set[str]] = {name: set() for name in modules}
@@ -183,6 +203,12 @@ def check(root: Path, max_lines: int) -> tuple[list[str], list[str]]:
         lines = source.count("\n")
         if lines > max_lines and "layout: long because" not in source:
             warnings.append(f"{path.relative_to(root.parent)}: {lines} lines (> {max_lines})")
+        for name_, length, lineno in long_functions(tree, max_function_lines):
+            if "layout: long because" not in source:
+                warnings.append(
+                    f"{path.relative_to(root.parent)}:{lineno}: function {name_} has {length} "
+                    f"lines besides its docstring (> {max_function_lines})"
+                )
     for component in find_cycle(graph):
         errors.append("import cycle: " + " -> ".join(component + component[:1]))
     return errors, warnings
@@ -193,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the src/ folder")
     parser.add_argument("--max-lines", type=int, default=450, help="file size that warns")
+    parser.add_argument(
+        "--max-function-lines", type=int, default=120, help="function size that warns"
+    )
     args = parser.parse_args(argv)
-    errors, warnings = check(args.root, args.max_lines)
+    errors, warnings = check(args.root, args.max_lines, args.max_function_lines)
     for line in warnings:
         print(f"warning: {line}")
     for line in errors:
