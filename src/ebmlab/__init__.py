@@ -1,6 +1,6 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies, losses, partition, training
+from ebmlab import data, energies, losses, metrics, partition, training
 from ebmlab.discrete_domain import Binary, Categorical
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
@@ -28,6 +28,7 @@ __all__ = [
     "LatentEnergy",
     "FunctionEnergy",
     "energies",
+    "metrics",
     "data",
     "losses",
     "Box",

@@ -6,6 +6,7 @@ one function plus one line in ``DATASETS``.
 """
 
 from ebmlab.data.course import ellipse, horn, horn_radii
+from ebmlab.data.digits import digits
 from ebmlab.data.toy import (
     checkerboard,
     eight_gaussians,
@@ -33,4 +34,5 @@ __all__ = [
     "ellipse",
     "horn",
     "horn_radii",
+    "digits",
 ]

@@ -17,6 +17,7 @@ _MODULES = {
     "gibbs": "gibbs",
     "training": "training",
     "samplers": "samplers",
+    "images": "images",
 }
 SECTIONS: list[str] = list(_MODULES)
 

@@ -5,6 +5,8 @@ up there. A new energy is one file plus one line in ``ENERGIES``.
 """
 
 from ebmlab.energies.analytic import Banana, DoubleWell, GaussianMixture, Quadratic
+from ebmlab.energies.classifier import ClassifierEnergy, InputEnergy
+from ebmlab.energies.conv import ConvEnergy, ConvNet
 from ebmlab.energies.course import Ellipse, Horn
 from ebmlab.energies.neural import MLPEnergy
 
@@ -16,6 +18,7 @@ ENERGIES: dict[str, type] = {
     "mlp": MLPEnergy,
     "ellipse": Ellipse,
     "horn": Horn,
+    "conv": ConvEnergy,
 }
 
 __all__ = [
@@ -27,4 +30,8 @@ __all__ = [
     "MLPEnergy",
     "Ellipse",
     "Horn",
+    "ClassifierEnergy",
+    "InputEnergy",
+    "ConvEnergy",
+    "ConvNet",
 ]

@@ -5,6 +5,7 @@
 
 from ebmlab.plot.figure import save, subplots
 from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
+from ebmlab.plot.images import energy_trace, image_grid, ood_histogram, reliability_diagram
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
 from ebmlab.plot.latent import (
     energy_vs_z,
@@ -35,4 +36,8 @@ __all__ = [
     "chains",
     "histogram_vs_exact",
     "trace",
+    "image_grid",
+    "energy_trace",
+    "reliability_diagram",
+    "ood_histogram",
 ]

@@ -216,10 +216,10 @@ def fit_jem(
 
     Example:
         >>> import torch, ebmlab as eb
+        >>> from ebmlab.energies.classifier import ClassifierEnergy
         >>> from ebmlab.training.images import fit_jem, langevin_negatives
         >>> images, labels = eb.data.digits("train")
-        >>> clf = eb.energies.ClassifierEnergy(eb.energies.ConvNet(1, 8, 10, widths=(4,),
-        ...                                                        hidden=8))
+        >>> clf = ClassifierEnergy(eb.energies.ConvNet(1, 8, 10, widths=(4,), hidden=8))
         >>> hist = fit_jem(clf, images[:64], labels[:64], num_steps=2, batch_size=16,
         ...                negatives=langevin_negatives((1, 8, 8), num_steps=2), progress=False)
         >>> hist.final_step
