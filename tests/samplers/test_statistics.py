@@ -136,14 +136,15 @@ def test_step_size_adaptation_reaches_the_target(kernel, target, generator):
 def test_r_hat_separates_mixed_from_stuck_chains(generator):
     # Mixed: 4 MALA chains on N(0, diag(SIGMA^2)) from exact draws -> R-hat < 1.05 (its sd at
     # 4 x 500 draws with ESS ~ 10^3 is ~0.005). Stuck: chains in different, far-apart modes of
-    # a mixture (radius 4, scale 0.2: the barrier is 200 nats) -> R-hat > 3.
+    # a mixture (radius 4, scale 0.2: the barrier is 200 nats) -> R-hat > 1.5 (rank
+    # normalisation bounds it: the classic split R-hat would be > 10 here).
     mixed = eb.sample(GAUSSIAN, gaussian_samples(4, generator), eb.samplers.MALA(0.3), 500,
                       generator=generator)
     assert float(eb.diagnostics.r_hat(mixed.samples).max()) < 1.05
     wells = eb.energies.GaussianMixture.ring(4, radius=4.0, scale=0.2)
     stuck = eb.sample(wells, wells.means.detach().clone(), eb.samplers.MALA(0.01), 200,
                       generator=generator)
-    assert float(eb.diagnostics.r_hat(stuck.samples).max()) > 3.0
+    assert float(eb.diagnostics.r_hat(stuck.samples).max()) > 1.5
 
 
 def _nan_energy() -> eb.Energy:
