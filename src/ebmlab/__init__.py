@@ -1,6 +1,6 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies, losses, metrics, partition, training
+from ebmlab import data, energies, envs, losses, metrics, partition, training
 from ebmlab.discrete_domain import Binary, Categorical
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
@@ -21,6 +21,11 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module("ebmlab.plot")
+    # ImplicitRegressor needs scikit-learn (an optional extra): imported on first use.
+    if name == "ImplicitRegressor":
+        from ebmlab.estimators import ImplicitRegressor
+
+        return ImplicitRegressor
     raise AttributeError(f"module 'ebmlab' has no attribute {name!r}")
 
 __all__ = [
@@ -28,6 +33,8 @@ __all__ = [
     "LatentEnergy",
     "FunctionEnergy",
     "energies",
+    "envs",
+    "ImplicitRegressor",
     "metrics",
     "data",
     "losses",

@@ -7,6 +7,15 @@ one function plus one line in ``DATASETS``.
 
 from ebmlab.data.course import ellipse, horn, horn_radii
 from ebmlab.data.digits import digits
+from ebmlab.data.regression import (
+    GUSTAFSSON_OPTIMAL_NLL,
+    circle,
+    gustafsson_ds1,
+    gustafsson_ds1_log_prob,
+    gustafsson_ds2,
+    gustafsson_ds2_log_prob,
+    step_function,
+)
 from ebmlab.data.toy import (
     checkerboard,
     eight_gaussians,
@@ -20,6 +29,7 @@ DATASETS = {
     fn.__name__: fn
     for fn in (
         eight_gaussians, rings, checkerboard, two_moons, multimodal_1d, two_branch, ellipse, horn,
+        gustafsson_ds1, gustafsson_ds2, step_function, circle,
     )
 }
 
@@ -35,4 +45,11 @@ __all__ = [
     "horn",
     "horn_radii",
     "digits",
+    "gustafsson_ds1",
+    "gustafsson_ds2",
+    "gustafsson_ds1_log_prob",
+    "gustafsson_ds2_log_prob",
+    "GUSTAFSSON_OPTIMAL_NLL",
+    "step_function",
+    "circle",
 ]

@@ -18,6 +18,7 @@ _MODULES = {
     "training": "training",
     "samplers": "samplers",
     "images": "images",
+    "implicit": "implicit",
 }
 SECTIONS: list[str] = list(_MODULES)
 

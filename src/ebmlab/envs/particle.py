@@ -80,6 +80,7 @@ class Particle:
         self.k_p = check_positive(k_p, "k_p")
         self.k_v = check_positive(k_v, "k_v")
         self.position = self.velocity = self.goals = None  # set by reset()
+        self.steps = 0
 
     def __repr__(self) -> str:
         return (f"Particle(num_envs={self.num_envs}, num_steps={self.num_steps}, "

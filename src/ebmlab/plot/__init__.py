@@ -6,6 +6,7 @@
 from ebmlab.plot.figure import save, subplots
 from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
 from ebmlab.plot.images import energy_trace, image_grid, ood_histogram, reliability_diagram
+from ebmlab.plot.implicit import implicit_modes, particle_trajectories
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
 from ebmlab.plot.latent import (
     energy_vs_z,
@@ -40,4 +41,6 @@ __all__ = [
     "energy_trace",
     "reliability_diagram",
     "ood_histogram",
+    "implicit_modes",
+    "particle_trajectories",
 ]

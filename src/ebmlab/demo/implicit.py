@@ -1,0 +1,209 @@
+"""Demo section: implicit regression and an implicit policy against MSE and mixture baselines.
+
+The baselines (a least-squares MLP with a fitted Gaussian noise level, a mixture density
+network) and the particle-task helpers live here so that the example scripts and
+``benchmarks/bench_implicit.py`` compare against the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import ebmlab as eb
+
+__all__ = [
+    "run",
+    "mlp",
+    "GaussianRegressor",
+    "MixtureDensityNetwork",
+    "demonstrations",
+    "success_rate",
+]
+
+
+def mlp(in_dim: int, out_dim: int, hidden: Sequence[int]) -> nn.Sequential:
+    """Return the SiLU MLP that every baseline uses (the energy network's architecture)."""
+    widths = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+def _batches(n: int, batch_size: int, num_steps: int, seed: int) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(n, (min(batch_size, n),), generator=gen) for _ in range(num_steps)]
+
+
+class GaussianRegressor:
+    r"""Least-squares regression :math:`\hat y = f(x)` with a fitted noise level σ.
+
+    The MSE baseline: an MLP trained on the squared error, and the maximum-likelihood
+    homoscedastic :math:`\sigma^2` (the mean squared residual) for a test NLL.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (64, 64), num_steps: int = 2000,
+                 batch_size: int = 128, lr: float = 3e-3, seed: int = 0) -> None:
+        self.hidden, self.num_steps, self.batch_size = tuple(hidden), num_steps, batch_size
+        self.lr, self.seed = lr, seed
+
+    def fit(self, x: Tensor, y: Tensor) -> GaussianRegressor:
+        """Train on (N, d) inputs and (N, k) targets; return ``self``."""
+        torch.manual_seed(self.seed)
+        self.x_mean, self.x_scale = x.mean(0), x.std(0).clamp_min(1e-12)
+        self.net = mlp(x.shape[1], y.shape[1], self.hidden).to(x.dtype)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        xs = (x - self.x_mean) / self.x_scale
+        for idx in _batches(len(x), self.batch_size, self.num_steps, self.seed):
+            loss = (self.net(xs[idx]) - y[idx]).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            self.sigma = (self.predict(x) - y).square().mean(0).sqrt().clamp_min(1e-6)
+        return self
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Return :math:`f(x)`, (N, k)."""
+        return self.net((x - self.x_mean) / self.x_scale)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
+        """Return :math:`\\log N(y; f(x), \\sigma^2)`, (N,)."""
+        z = (y - self.predict(x)) / self.sigma
+        return (-0.5 * z.square() - self.sigma.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class MixtureDensityNetwork:
+    r"""A mixture density network: :math:`p(y|x) = \sum_k \pi_k(x) N(y; \mu_k(x), \sigma_k(x)^2)`.
+
+    One-dimensional targets; trained by maximum likelihood with Adam.
+
+    References:
+        Bishop, "Mixture Density Networks", Aston University technical report, 1994.
+    """
+
+    def __init__(self, num_components: int = 5, hidden: Sequence[int] = (64, 64),
+                 num_steps: int = 2000, batch_size: int = 128, lr: float = 3e-3,
+                 seed: int = 0) -> None:
+        self.k, self.hidden, self.num_steps = num_components, tuple(hidden), num_steps
+        self.batch_size, self.lr, self.seed = batch_size, lr, seed
+
+    def fit(self, x: Tensor, y: Tensor) -> MixtureDensityNetwork:
+        """Train on (N, d) inputs and (N, 1) targets; return ``self``."""
+        torch.manual_seed(self.seed)
+        self.x_mean, self.x_scale = x.mean(0), x.std(0).clamp_min(1e-12)
+        self.y_mean, self.y_scale = y.mean(), y.std().clamp_min(1e-12)
+        self.net = mlp(x.shape[1], 3 * self.k, self.hidden).to(x.dtype)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        for idx in _batches(len(x), self.batch_size, self.num_steps, self.seed):
+            loss = -self.log_prob(x[idx], y[idx], grad=True).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return self
+
+    def _parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.net((x - self.x_mean) / self.x_scale)
+        logits, mu, log_sigma = out.split(self.k, dim=-1)
+        return logits.log_softmax(-1), mu, log_sigma.clamp(-10, 5)
+
+    def log_prob(self, x: Tensor, y: Tensor, *, grad: bool = False) -> Tensor:
+        """Return :math:`\\log p(y|x)`, (N,), in the data's units."""
+        with torch.set_grad_enabled(grad):
+            log_pi, mu, log_sigma = self._parts(x)
+            z = ((y - self.y_mean) / self.y_scale - mu) / log_sigma.exp()
+            comp = log_pi - 0.5 * z.square() - log_sigma - 0.5 * math.log(2 * math.pi)
+            return torch.logsumexp(comp, -1) - self.y_scale.log()
+
+    @torch.no_grad()
+    def modes(self, x: Tensor, min_weight: float = 0.1) -> Tensor:
+        """Component means with weight ≥ ``min_weight`` (others NaN), (N, K), data units."""
+        log_pi, mu, _ = self._parts(x)
+        means = mu * self.y_scale + self.y_mean
+        return torch.where(log_pi.exp() >= min_weight, means, torch.full_like(means, math.nan))
+
+
+def demonstrations(num_episodes: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Return the oracle's (observation, action) pairs over ``num_episodes`` particle episodes."""
+    env = eb.envs.Particle(num_episodes)
+    result = eb.envs.rollout(env, eb.envs.ParticleOracle(env),
+                             generator=torch.Generator().manual_seed(seed))
+    return result.observations.flatten(0, 1), result.actions.flatten(0, 1)
+
+
+def success_rate(
+    policy: Callable[[Tensor], Tensor], num_episodes: int = 50, *, tolerance: float = 0.05,
+    seed: int = 1,
+) -> tuple[float, eb.envs.particle.Rollout]:
+    """Run ``num_episodes`` episodes under ``policy`` at goal ``tolerance``; return (rate, rollout)."""
+    env = eb.envs.Particle(num_episodes, tolerance=tolerance)
+    result = eb.envs.rollout(env, policy, generator=torch.Generator().manual_seed(seed))
+    return result.success_rate, result
+
+
+def _regression_panel(ax: object, name: str, x: Tensor, y: Tensor, steps: int,
+                      hidden: tuple[int, ...]) -> str:
+    start = time.perf_counter()
+    model = eb.ImplicitRegressor(hidden_layer_sizes=hidden, max_iter=steps, random_state=0)
+    model.fit(x.numpy(), y.numpy())
+    grid = torch.linspace(float(x.min()), float(x.max()), 120)[:, None]
+    modes = model.predict_modes(grid.numpy(), max_modes=3)
+    mse = GaussianRegressor(hidden, num_steps=steps).fit(x, y)
+    mdn = MixtureDensityNetwork(5, hidden, num_steps=steps).fit(x, y)
+    eb.plot.implicit_modes(x, y, grid, modes, ax=ax, title=name, baselines={
+        "MSE": mse.predict(grid)[:, 0], "MDN (K=5, weight >= 0.1)": mdn.modes(grid)})
+    return f"{name:<14}{model.score(x.numpy(), y[:, 0].numpy()):>10.3f}" \
+           f"{float(mdn.log_prob(x, y).mean()):>10.3f}{float(mse.log_prob(x, y).mean()):>10.3f}" \
+           f"{time.perf_counter() - start:>9.1f}"
+
+
+def run(out: Path, quick: bool) -> list[str]:
+    """Fit implicit, MSE and MDN models on four 1-D tasks; race implicit and MSE policies."""
+    gen = torch.Generator().manual_seed(0)
+    steps, hidden = (300, (32, 32)) if quick else (2000, (64, 64))
+    n = 600 if quick else 2000
+    tasks = {
+        "y = ±√x": eb.data.two_branch(n, generator=gen),
+        "step": eb.data.step_function(n, generator=gen),
+        "circle": eb.data.circle(n, generator=gen),
+        "ds1 (Gustafsson)": eb.data.gustafsson_ds1(n, generator=gen),
+    }
+    fig, axes = eb.plot.subplots(4, title="Implicit regression: every mode vs MSE and MDN",
+                                 size=3.4)
+    lines = [f"{'task':<14}{'implicit':>10}{'MDN':>10}{'MSE':>10}{'time':>9}  "
+             "(train log-likelihood, nats)"]
+    for ax, (name, (x, y)) in zip(axes, tasks.items(), strict=True):
+        lines.append(_regression_panel(ax, name, x, y, steps, hidden))
+    eb.plot.save(fig, out / "implicit_modes.png")
+
+    episodes, policy_steps = (30, 400) if quick else (200, 3000)
+    obs, act = demonstrations(episodes, seed=0)
+    implicit = eb.ImplicitRegressor(hidden_layer_sizes=hidden, max_iter=policy_steps,
+                                    random_state=0).fit(obs.numpy(), act.numpy())
+    mse = GaussianRegressor(hidden, num_steps=policy_steps).fit(obs, act)
+    num_eval = 20 if quick else 50
+
+    def implicit_policy(o: Tensor) -> Tensor:
+        return torch.as_tensor(implicit.predict(o.numpy()), dtype=o.dtype)
+
+    rate_i, roll_i = success_rate(implicit_policy, num_eval)
+    rate_m, roll_m = success_rate(mse.predict, num_eval)
+    fig, axes = eb.plot.subplots(2, title="Particle task, tolerance 0.05 for both policies",
+                                 size=3.6)
+    eb.plot.particle_trajectories(roll_i, ax=axes[0], title=f"implicit: {rate_i:.0%} success")
+    eb.plot.particle_trajectories(roll_m, ax=axes[1], title=f"MSE: {rate_m:.0%} success")
+    eb.plot.save(fig, out / "implicit_particle.png")
+    lines.append(f"particle task ({episodes} demos, {policy_steps} steps, {num_eval} episodes, "
+                 f"tolerance 0.05): implicit {rate_i:.2f}, MSE {rate_m:.2f}")
+    return lines
