@@ -20,6 +20,7 @@ from ebmlab._checks import check_generator, check_positive, check_positive_int
 from ebmlab.training import distributed, state
 from ebmlab.training.batches import Batches, split_data
 from ebmlab.training.callbacks import Callback, CSVLogger
+from ebmlab.training.lock import locks_checkpoint_dir
 from ebmlab.training.negatives import check_negatives_output
 from ebmlab.training.run import DivergenceError, History, LossSpec, Run, resolve_loss
 
@@ -57,6 +58,7 @@ def _make_optimizer(
     )
 
 
+@locks_checkpoint_dir  # one writer per checkpoint_dir (rank 0 holds its lock file)
 def fit(
     energy: nn.Module,
     data: Any,
