@@ -153,11 +153,22 @@ class GaussianMixture(Energy):
         log_comp, _ = self._component_terms(y)
         return -torch.logsumexp(log_comp, -1)
 
-    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _unconditional(self, x)
+    def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Parameter-derived constants of the closed-form gradient, cached until a change.
+
+        Returns ``(iv, mu_iv, const, shared)``: the inverse variances (K, d), ``means * iv``,
+        the per-component constant (K,), and ``shared`` — the common inverse variance as a
+        0-dim tensor when every component is isotropic with the same scale (the |y|² term is
+        then one scalar per row instead of a matmul), else ``None``. The cache key holds each
+        parameter's version counter, so an optimiser step (in place) or a reassignment
+        invalidates it.
+        """
+        params = (self.means, self.log_scales, self.logits)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         with torch.no_grad():
-            # Expanded quadratic form: only (B, d) x (d, K) products, no (B, K, d) tensor.
-            # ||y - mu_k||^2_k = y^2 . iv_k - 2 y . (mu_k iv_k) + mu_k^2 . iv_k
             iv = torch.exp(-2 * self.log_scales)  # (K, d)
             mu_iv = self.means * iv
             d = self.means.shape[1]
@@ -167,10 +178,32 @@ class GaussianMixture(Energy):
                 - self.log_scales.sum(-1)
                 - 0.5 * d * math.log(2 * math.pi)
             )  # (K,)
-            log_comp = torch.addmm(const, y, mu_iv.T).addmm_(y * y, iv.T, alpha=-0.5)
+            first = self.log_scales.reshape(-1)[0]
+            shared = iv.reshape(-1)[0].clone() if bool((self.log_scales == first).all()) else None
+        constants = (iv, mu_iv.T.contiguous(), const, shared)
+        self._cache = (key, constants)
+        return constants
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _unconditional(self, x)
+        with torch.no_grad():
+            # Expanded quadratic form: only (B, d) x (d, K) products, no (B, K, d) tensor.
+            # ||y - mu_k||^2_k = y^2 . iv_k - 2 y . (mu_k iv_k) + mu_k^2 . iv_k
+            iv, mu_iv_t, const, shared = self._constants()
+            if shared is not None:
+                # One inverse variance c for all: F = c|y|²/2 - logsumexp(const + y.mu_iv),
+                # grad = c y - resp @ mu_iv (one matmul each way).
+                log_comp = torch.addmm(const, y, mu_iv_t)
+                log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
+                resp = torch.exp(log_comp - log_norm)  # (B, K)
+                sq = (y * y).sum(-1)
+                energy = torch.addcmul(-log_norm.squeeze(-1), sq, shared, value=0.5)
+                grad = torch.addmm(y * shared, resp, mu_iv_t.T, alpha=-1.0)
+                return energy, grad
+            log_comp = torch.addmm(const, y, mu_iv_t).addmm_(y * y, iv.T, alpha=-0.5)
             log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
             resp = torch.exp(log_comp - log_norm)  # (B, K)
-            grad = y * (resp @ iv) - resp @ mu_iv
+            grad = y * (resp @ iv) - resp @ mu_iv_t.T
             return -log_norm.squeeze(-1), grad
 
 
