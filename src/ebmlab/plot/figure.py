@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,7 @@ def save(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG atomically (temporary file, then rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")  # unique
     fig.tight_layout()
     fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     os.replace(tmp, path)

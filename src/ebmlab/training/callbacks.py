@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ebmlab._checks import check_positive_int
+from ebmlab.training.checkpoint import atomic_write, write_error
 
 if TYPE_CHECKING:
     from ebmlab.training.run import Run
@@ -51,9 +52,12 @@ def _cell(value: object) -> str:
 class CSVLogger(Callback):
     """Append every history record to a CSV file (``step, loss, energy_pos, ...``).
 
-    On a resumed run the rows after the resumed step are dropped first (they belonged to the
-    interrupted attempt), so the file matches the run's history. New columns (from an
-    evaluation that starts later) rewrite the header.
+    The file is a view of the run's history: on start (and whenever a new column appears, from
+    an evaluation that starts later) it is rewritten atomically from the history (temporary
+    file, fsync, rename), then each record is appended as one row. A resumed run rebuilds it
+    from the history restored from the checkpoint, so rows of the interrupted attempt after the
+    resumed step are dropped and a truncated or damaged file (a kill in the middle of a write)
+    never loses a row nor blocks the resume.
 
     Args:
         path: the CSV file.
@@ -64,37 +68,47 @@ class CSVLogger(Callback):
         self.columns: list[str] = []
 
     def on_start(self, run: Run) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = self._read() if run.is_resumed else []
-        rows = [r for r in rows if float(r.get("step", "inf")) <= run.step]
-        self.columns = list(rows[0].keys()) if rows else []
+        rows = [r for r in run.history.records if _step(r) <= run.step] if run.is_resumed else []
         self._rewrite(rows)
 
-    def _read(self) -> list[dict[str, str]]:
-        if not self.path.is_file():
-            return []
-        with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
-
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        columns: list[str] = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        self.columns = columns
         buf = io.StringIO()
-        if self.columns:
-            writer = csv.DictWriter(buf, fieldnames=self.columns, restval="")
+        if columns:
+            writer = csv.DictWriter(buf, fieldnames=columns, restval="")
             writer.writeheader()
             for r in rows:
                 writer.writerow({k: _cell(v) for k, v in r.items()})
-        self.path.write_text(buf.getvalue())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(err, self.path) from err
+        atomic_write(self.path, buf.getvalue().encode())
 
     def on_log(self, run: Run, record: dict[str, float]) -> None:
-        new = [k for k in record if k not in self.columns]
-        if new:
-            rows = self._read()
-            self.columns += new
+        if any(k not in self.columns for k in record):  # a new column: rewrite the header
+            rows = [r for r in run.history.records if r is not record] + [record]
             self._rewrite(rows)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(
-                {k: _cell(v) for k, v in record.items()}
-            )
+            return
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=self.columns, restval="").writerow(
+            {k: _cell(v) for k, v in record.items()}
+        )
+        try:
+            with open(self.path, "a", newline="") as f:
+                f.write(line.getvalue())
+        except OSError as err:
+            raise write_error(err, self.path) from err
+
+
+def _step(record: dict[str, Any]) -> float:
+    try:
+        return float(record.get("step", math.inf))
+    except (TypeError, ValueError):
+        return math.inf
 
 
 class TensorBoardLogger(Callback):

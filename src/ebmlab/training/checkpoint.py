@@ -11,6 +11,7 @@ JSON and safetensors only; nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "write_error",
     "write_checkpoint",
     "read_checkpoint",
     "latest_checkpoint",
@@ -51,12 +53,33 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # give the space back; the previous file is untouched
+        raise write_error(err, path) from err
     _fsync_dir(path.parent)
+
+
+def write_error(err: OSError, path: Path) -> OSError:
+    """Return an ``OSError`` (same class and errno) whose one-line message names the folder.
+
+    Disk full, quota, read-only file system or permissions: the message says which file of
+    which folder could not be written and why, and that the files already there are intact.
+    """
+    reason = os.strerror(err.errno) if isinstance(err.errno, int) else str(err)
+    message = (
+        f"cannot write {path.name} in {path.parent.resolve()}: {reason} (the files already in "
+        "that folder are intact; free space or fix permissions, then run again to resume)"
+    )
+    if isinstance(err.errno, int):
+        return type(err)(err.errno, message)
+    return OSError(message)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -104,7 +127,10 @@ def write_checkpoint(
         The path of the JSON file (the checkpoint's commit mark).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, folder / ".") from err
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     blob = _st_save(flat) if flat else _st_save({"__empty__": torch.zeros(0)})
     tensor_path, json_path = _paths(folder, step)
@@ -126,6 +152,9 @@ def write_checkpoint(
 
 def _prune(folder: Path, keep: int) -> None:
     for stale in folder.glob(".step-*.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # a live process's file in flight: not ours to delete
         try:
             stale.unlink()
         except OSError:  # pragma: no cover - another process may own it
@@ -134,6 +163,16 @@ def _prune(folder: Path, keep: int) -> None:
         tensor_path, json_path = _paths(folder, old)
         json_path.unlink(missing_ok=True)  # un-commit first, then drop the tensors
         tensor_path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive but not ours (PermissionError), or no such check here
+        return True
+    return True
 
 
 def list_checkpoints(folder: str | Path) -> list[int]:
@@ -183,6 +222,14 @@ def read_checkpoint(path: str | Path) -> tuple[int, dict[str, Tensor], dict[str,
     digest = record.pop("digest", None)
     if digest != _digest(record):
         raise CheckpointError(f"checkpoint {path} fails its checksum: the JSON was modified")
+    fields = {"tensor_file": str, "tensor_bytes": int, "tensor_sha256": str, "step": int,
+              "meta": dict}
+    for key, kind in fields.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise CheckpointError(
+                f"checkpoint {path} lacks a valid {key!r} ({kind.__name__}): not written by "
+                "ebmlab, or edited"
+            )
     tensor_path = path.with_name(record["tensor_file"])
     if not tensor_path.is_file():
         raise CheckpointError(f"checkpoint {path} has lost its tensor file {tensor_path.name}")
@@ -196,7 +243,13 @@ def read_checkpoint(path: str | Path) -> tuple[int, dict[str, Tensor], dict[str,
         raise CheckpointError(
             f"tensor file {tensor_path} fails its SHA-256 checksum (corrupted or tampered)"
         )
-    tensors = _st_load(blob)
+    try:
+        tensors = _st_load(blob)
+    except Exception as err:  # safetensors' SafetensorError: a forged but re-signed file
+        raise CheckpointError(
+            f"tensor file {tensor_path} is not a valid safetensors file "
+            f"({type(err).__name__}: {err}); not written by ebmlab"
+        ) from err
     tensors.pop("__empty__", None)
     return int(record["step"]), tensors, record["meta"]
 
