@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check-layout bench clean
+.PHONY: demo test lint check-layout bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The peers side by side (benchmarks/bench_peers.py) in their own environment: the pinned torch
+# first, then TorchEBM and ebmkit without their dependencies, so torch is never replaced.
+PEERS := .venv-peers
+bench-peers:
+	test -d $(PEERS) || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q "$(TORCH_SPEC)"
+	$(PEERS)/bin/pip install -q -e . && $(PEERS)/bin/pip install -q --no-deps torchebm ebmkit
+	$(PEERS)/bin/pip list 2>/dev/null | grep -i "^torch "
+	cd benchmarks && ../$(PEERS)/bin/python bench_peers.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(PEERS) runs .pytest_cache
