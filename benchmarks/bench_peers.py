@@ -89,7 +89,9 @@ def gradient_fn(energy: eb.Energy, analytic: bool) -> Callable:
 # --- hand-written loops of the same math ----------------------------------------------------
 
 
-def hand_langevin(grad: Callable, y: torch.Tensor, steps: int, gen: torch.Generator) -> torch.Tensor:
+def hand_langevin(
+    grad: Callable, y: torch.Tensor, steps: int, gen: torch.Generator
+) -> torch.Tensor:
     scale = math.sqrt(2 * H)
     g = grad(y)[1]
     for _ in range(steps):
@@ -284,8 +286,12 @@ def cd_rows(repeats: int) -> list[dict[str, object]]:
         model = mlp()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         try:
-            t, _ = median_time(lambda fn=fn: fn(model, opt, torch.Generator().manual_seed(3)),
-                               repeats)
+            t, _ = median_time(
+                lambda fn=fn, model=model, opt=opt: fn(
+                    model, opt, torch.Generator().manual_seed(3)
+                ),
+                repeats,
+            )
         except Exception as err:  # noqa: BLE001 - report the row, keep the table
             rows.append({"task": "cd10 step (MLP)", "library": name, "note": f"failed: {err}"})
             continue
