@@ -132,9 +132,9 @@ class FreeEnergy(Energy):
     def _stream(self, y: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
         """Return (F, is_bad) by a streamed log-sum-exp (or min); no graph.
 
-        Each chunk's log-sum-exp is combined into a running one with ``logaddexp``, so a chunk
-        costs the same passes over its (B, C) energies as the one-shot computation, plus one
-        sum that flags non-finite energies (NaN or ±inf anywhere makes the row sum non-finite).
+        Each chunk's sums relative to its minimum energy (see :func:`_parts`) are merged into
+        running ones, plus one sum that flags non-finite energies (NaN or ±inf anywhere makes
+        the row sum non-finite).
         """
         b = y.shape[0]
         is_bad = torch.zeros(b, dtype=torch.bool, device=y.device)
@@ -145,13 +145,14 @@ class FreeEnergy(Energy):
                 is_bad |= ~torch.isfinite(e.sum(1))
                 best = torch.minimum(best, e.amin(1))
             return best, is_bad
-        total = torch.full((b,), -float("inf"), dtype=y.dtype, device=y.device)
+        acc = None
+        log_total = self._log_total(y)
         for z, log_w in self._chunks(y):
             e = self.latent_energy.pairwise(y, z, x)
             is_bad |= ~torch.isfinite(e.sum(1))
-            a = torch.add(log_w, e, alpha=-self.beta)  # log w − βE in one pass
-            total = torch.logaddexp(total, torch.logsumexp(a, 1))
-        return -total / self.beta, is_bad
+            part = _parts(e, _weights(log_w, log_total), self.beta, inplace=True)
+            acc = part if acc is None else _merge(acc, part, self.beta)
+        return _finish(acc, log_total, self.beta), is_bad
 
     @torch.no_grad()
     def _argmin(self, y: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -227,27 +228,35 @@ class FreeEnergy(Energy):
         # its energies are recomputed one chunk at a time in the backward pass, so training
         # memory stays O(B x chunk) and gradients reach every tensor E uses (parameters,
         # captured tensors, torch.func inputs), with higher-order gradients intact.
-        chunks = list(self._chunks(y))
+        log_total = self._log_total(y)
+        chunks = [(z, _weights(log_w, log_total)) for z, log_w in self._chunks(y)]
         if len(chunks) == 1:
-            parts = [self._guarded(lambda: self._chunk_lse(y, x, *chunks[0]))]
+            parts = [self._guarded(lambda: self._chunk_parts(y, x, *chunks[0]))]
         else:
             parts = [
                 self._guarded(
-                    lambda z=z, log_w=log_w: checkpoint(
-                        self._chunk_lse, y, x, z, log_w, use_reentrant=False
-                    )
+                    lambda z=z, w=w: checkpoint(self._chunk_parts, y, x, z, w, use_reentrant=False)
                 )
-                for z, log_w in chunks
+                for z, w in chunks
             ]
-        lse = torch.logsumexp(torch.stack([p[0] for p in parts]), 0)
-        self._raise_bad(y, torch.stack([p[1] for p in parts]).any(0))
-        return -lse / self.beta
+        self._raise_bad(y, torch.stack([p[3] for p in parts]).any(0))
+        acc = parts[0][:3]
+        for part in parts[1:]:
+            acc = _merge(acc, part[:3], self.beta)
+        return _finish(acc, log_total, self.beta)
 
-    def _chunk_lse(
-        self, y: Tensor, x: Tensor | None, z: Tensor, log_w: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _chunk_parts(
+        self, y: Tensor, x: Tensor | None, z: Tensor, w: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         e = self.latent_energy.pairwise(y, z, x)
-        return torch.logsumexp(log_w - self.beta * e, 1), ~torch.isfinite(e.detach()).all(1)
+        return (*_parts(e, w, self.beta), ~torch.isfinite(e.detach()).all(1))
+
+    def _log_total(self, like: Tensor) -> float:
+        """log of the total weight: 0 for ``"mean"`` (weights 1/|Z| by definition)."""
+        if self.reduction == "mean":
+            return 0.0
+        log_w = self.latent.log_weights(self.reduction, dtype=torch.float64, device="cpu")
+        return float(torch.logsumexp(log_w, 0))
 
     def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Return :math:`F_\beta` and :math:`\nabla_y F_\beta`, streamed and detached.
@@ -266,24 +275,35 @@ class FreeEnergy(Energy):
             e, gy, _ = self.latent_energy.energy_and_grad(y, z, x)
             return e, gy
         b = y.shape[0]
-        m = torch.full((b,), -float("inf"), dtype=y.dtype, device=y.device)
-        s = torch.zeros(b, dtype=y.dtype, device=y.device)
+        beta = self.beta
+        log_total = self._log_total(y)
+        m = torch.full((b,), float("inf"), dtype=y.dtype, device=y.device)  # running min of E
+        t = torch.zeros(b, dtype=y.dtype, device=y.device)  # sum of w e^{β(m - E)}
+        s = torch.zeros(b, dtype=y.dtype, device=y.device)  # sum of w expm1(β(m - E))
+        mass = 0.0  # the weight seen so far
         grad = torch.zeros_like(y)
         expand = (b,) + (1,) * (y.ndim - 1)
         with torch.enable_grad():
             y_ = y.requires_grad_(True)
             for z, log_w in self._chunks(y):
+                w = _weights(log_w, log_total)
                 e = self.latent_energy.pairwise(y_, z, x)
-                a = log_w - self.beta * e.detach()
-                m_new = torch.maximum(m, a.amax(1))
-                scale = torch.exp(m - m_new)
-                p = torch.exp(a - m_new.unsqueeze(1))  # (B, C), unnormalised responsibilities
+                ed = e.detach()
+                w = w.to(ed.dtype)
+                m_new = torch.minimum(m, ed.amin(1))
+                d = (m_new - m) * beta  # <= 0: rescales what was summed against the old min
+                scale = torch.exp(d)
+                u = (m_new.unsqueeze(1) - ed) * beta
+                p = torch.exp(u) * w  # (B, C), unnormalised responsibilities
                 (g,) = torch.autograd.grad(e, y_, grad_outputs=p)
                 grad = grad * scale.reshape(expand) + g
-                s = s * scale + p.sum(1)
+                t_chunk = p.sum(1)
+                t = t * scale + t_chunk
+                s = s * scale + mass * torch.expm1(d) + _sum_expm1(u, w, t_chunk, inplace=True)
+                mass += float(w.sum())
                 m = m_new
-        free = -(m + s.log()) / self.beta
-        return free, grad / s.reshape(expand)
+        free = _finish((m, t, s), log_total, beta)
+        return free, grad / t.reshape(expand)
 
     # -- z-side queries ---------------------------------------------------------------------
 
@@ -330,3 +350,63 @@ class FreeEnergy(Energy):
 
 def _detach(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.detach()
+
+
+# -- the finite-β log-sum-exp in a form that stays exact as β → 0 ------------------------------
+#
+# F = m − (log W + log Σ_k p_k e^{β(m − E_k)}) / β with m = min_k E_k, p = w / W (Σ p = 1) and
+# W the total weight (1 for "mean"). The naive log Σ w e^{−βE} rounds log w (≈ −log|Z|) to the
+# working precision, an error that 1/β amplifies (float32, β = 1e-9: 30.6 for a mean energy of
+# 3.1). Here the sum T = Σ p e^{u} (u = β(m − E) <= 0) is kept together with
+# S = Σ p expm1(u) = T − 1: log T is used when T < 1/2 (β large against the energy spread),
+# log1p(S) otherwise, where S ≈ −β·mean(E − m) keeps its relative precision however small β is.
+
+
+def _weights(log_w: Tensor, log_total: float) -> Tensor:
+    """The chunk's normalised weights p = w / W."""
+    return torch.exp(log_w - log_total) if log_total else torch.exp(log_w)
+
+
+def _parts(e: Tensor, w: Tensor, beta: float, *, inplace: bool = False) -> tuple[
+        Tensor, Tensor, Tensor]:
+    """A chunk's ``(m, T, S)``: its row minima (detached) and the two sums against them.
+
+    S is summed from ``expm1`` only when some row has T above half the chunk's weight (β small
+    against that row's energy spread); otherwise ``S = T − Σ p`` loses nothing.
+    """
+    m = e.detach().amin(1)
+    w = w.to(e.dtype)  # an energy may compute in another dtype than y's (promotion)
+    if inplace:  # no graph: reuse the buffer
+        u = torch.sub(m.unsqueeze(1), e).mul_(beta)
+    else:
+        u = (m.unsqueeze(1) - e) * beta
+    t = torch.exp(u) @ w
+    return m, t, _sum_expm1(u, w, t, inplace=inplace)
+
+
+def _sum_expm1(u: Tensor, w: Tensor, t: Tensor, *, inplace: bool = False) -> Tensor:
+    """``Σ w expm1(u)`` per row, from ``t = Σ w e^u`` where that is exact enough."""
+    mass = w.sum()
+    if bool((t.detach() > 0.5 * mass).any()):
+        return (torch.expm1_(u) if inplace else torch.expm1(u)) @ w
+    return t - mass
+
+
+def _merge(a: tuple[Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor],
+           beta: float, mass_a: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Combine two ``(m, T, S)`` of disjoint sets of z (their weights' sums from T − S)."""
+    (m1, t1, s1), (m2, t2, s2) = a, b
+    m = torch.minimum(m1, m2)
+    d1, d2 = (m - m1) * beta, (m - m2) * beta
+    e1, e2 = torch.exp(d1), torch.exp(d2)
+    w1 = (t1 - s1).detach()  # Σ p over each part (T − S = Σ p exactly in exact arithmetic)
+    w2 = (t2 - s2).detach()
+    return m, t1 * e1 + t2 * e2, s1 * e1 + w1 * torch.expm1(d1) + s2 * e2 + w2 * torch.expm1(d2)
+
+
+def _finish(acc: tuple[Tensor, Tensor, Tensor], log_total: float, beta: float) -> Tensor:
+    m, t, s = acc
+    use_log = t < 0.5
+    lse = torch.where(use_log, torch.log(torch.where(use_log, t, 1.0)),
+                      torch.log1p(torch.where(use_log, 0.0, s)))
+    return m - (lse + log_total) / beta
