@@ -203,3 +203,27 @@ def test_energy_is_an_ebmlab_energy_in_data_units(fitted):
     x = torch.tensor([[4.0], [4.0]], dtype=torch.float32)
     e = energy(y, x)
     assert e.shape == (2,) and bool(e[0] < e[1])  # the branch is lower than the average
+
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("script", ["implicit_regression.py", "implicit_policy.py"])
+def test_examples_run(script, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_demo_section(tmp_path):
+    from ebmlab.demo import implicit
+
+    lines = implicit.run(tmp_path, quick=True)
+    assert any("particle task" in line for line in lines)
+    assert (tmp_path / "implicit_modes.png").exists()
+    assert (tmp_path / "implicit_particle.png").exists()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -146,7 +145,7 @@ def success_rate(
     policy: Callable[[Tensor], Tensor], num_episodes: int = 50, *, tolerance: float = 0.05,
     seed: int = 1,
 ) -> tuple[float, eb.envs.particle.Rollout]:
-    """Run ``num_episodes`` episodes under ``policy`` at goal ``tolerance``; return (rate, rollout)."""
+    """Run ``num_episodes`` episodes of ``policy`` at goal ``tolerance``: (rate, rollout)."""
     env = eb.envs.Particle(num_episodes, tolerance=tolerance)
     result = eb.envs.rollout(env, policy, generator=torch.Generator().manual_seed(seed))
     return result.success_rate, result
