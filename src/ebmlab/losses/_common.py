@@ -38,8 +38,13 @@ def check_reduction(reduction: object) -> str:
 
 
 def reduce(loss: Tensor, reduction: str) -> Tensor:
-    """Average, sum or keep the per-example losses."""
+    """Average, sum or keep the per-example losses (the mean of none is refused)."""
     if reduction == "mean":
+        if loss.numel() == 0:
+            raise ValueError(
+                f"the loss is over an empty batch (shape {tuple(loss.shape)}): its mean is "
+                "undefined; pass at least one row, or reduction='sum'"
+            )
         return loss.mean()
     if reduction == "sum":
         return loss.sum()

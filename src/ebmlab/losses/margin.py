@@ -189,7 +189,8 @@ def lvq2(
     - ``delta`` given (eq. 13, Kohonen's rule for positive distance-like energies):
       :math:`L = \min(1, \max(0, \frac{E_C - E_I}{\delta E_I}))`; the ratio
       :math:`E_C / E_I` saturates at :math:`1 + \delta`, so ``saturation`` must be left at 1.
-      It assumes :math:`E_I > 0` (not checked: that would synchronise a device every step).
+      It needs :math:`E_I > 0` (checked, one device synchronisation per call: with
+      :math:`E_I \le 0` the ratio's sign flips and a winning wrong answer would cost 0).
 
     The loss is 0 as soon as :math:`E_C \le E_I` and constant (zero gradient) beyond the
     saturation, so misclassified outliers cost a nominal amount. Margin: 0.
@@ -207,7 +208,8 @@ def lvq2(
     Raises:
         TypeError: if an input is not a floating tensor or the dtypes differ.
         ValueError: if the shapes do not match, ``saturation`` or ``delta`` is not positive,
-            ``saturation`` is not 1 together with ``delta``, or ``reduction`` is unknown.
+            ``saturation`` is not 1 together with ``delta``, ``e_neg`` is not positive with
+            ``delta``, or ``reduction`` is unknown.
 
     References:
         LeCun et al., "A Tutorial on Energy-Based Learning", 2006, eq. (13) and Table 1;
@@ -231,6 +233,12 @@ def lvq2(
         raise ValueError(
             f"saturation must be 1 when delta is given (eq. 13 saturates the ratio at 1 + delta); "
             f"got saturation={saturation}"
+        )
+    if not bool((e_neg.detach() > 0).all()):
+        raise ValueError(
+            "lvq2(delta=...) needs positive energies e_neg (eq. 13 is for distance-like "
+            f"energies); got a minimum of {float(e_neg.detach().min())}. Use delta=None (the "
+            "Table 1 form) for energies of any sign"
         )
     return reduce(((e_pos - e_neg) / (delta * e_neg)).clamp(min=0.0, max=1.0), reduction)
 
