@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive_int
 
-__all__ = ["Box", "check_box"]
+__all__ = ["Box", "check_box", "check_grid_size", "grid_sizes", "MAX_GRID_POINTS", "MAX_GRID_CELLS"]
 
 Bound = float | Sequence[float] | Tensor
+
+# Grids past these sizes are refused before anything is allocated: a materialised grid
+# (Box.grid, eb.latent.Grid) holds its points, 2**30 of them are 8 GiB of float32 in 2-D;
+# the streamed partition.Grid holds one chunk but takes time linear in its cells.
+MAX_GRID_POINTS = 2**30
+MAX_GRID_CELLS = 2**36
+
+
+def grid_sizes(num: object, dim: int, name: str = "num") -> list[int]:
+    """Return the cells per axis: ``num`` repeated ``dim`` times or its entries, all ints >= 1."""
+    if isinstance(num, (str, bytes)) or not isinstance(num, Iterable):
+        sizes = [num] * dim
+    else:
+        sizes = list(num)
+    if len(sizes) != dim:
+        raise ValueError(f"{name} must be an int or have {dim} entries; got {len(sizes)}")
+    for n in sizes:
+        check_positive_int(n, name)
+    return sizes  # type: ignore[return-value]
+
+
+def check_grid_size(sizes: Sequence[int], limit: int = MAX_GRID_POINTS, name: str = "num") -> int:
+    """Return the number of grid points, refusing (before allocating) more than ``limit``."""
+    total = math.prod(int(n) for n in sizes)
+    if total > limit:
+        raise ValueError(
+            f"{name}={list(sizes)} makes a grid of {total:.3g} points, more than the limit "
+            f"{limit:.3g} (2**{int(math.log2(limit))}); lower {name} (a grid's cost grows as "
+            "the product of its sizes), or use a sampling estimator in higher dimensions"
+        )
+    return total
 
 
 class Box:
@@ -21,9 +52,12 @@ class Box:
     Args:
         low: lower corner; a number (1-D box), a sequence or a tensor of any event shape.
         high: upper corner, broadcast to the shape of ``low``; strictly above ``low``.
+            Floating tensor corners keep their dtype (nothing is cast); numbers and lists take
+            the default dtype.
 
     Raises:
-        ValueError: if the corners are not finite or ``high <= low`` somewhere.
+        ValueError: if the corners are empty, not finite or ``high <= low`` somewhere.
+        TypeError: complex or bool corners.
 
     Example:
         >>> import ebmlab as eb
@@ -35,10 +69,14 @@ class Box:
     """
 
     def __init__(self, low: Bound, high: Bound) -> None:
-        low_t = torch.as_tensor(low, dtype=torch.get_default_dtype()).detach()
-        high_t = torch.as_tensor(high, dtype=torch.get_default_dtype()).detach()
+        dtype = _corner_dtype(low, high)  # floating tensors keep their dtype: nothing is cast
+        low_t = torch.as_tensor(low, dtype=dtype).detach()
+        high_t = torch.as_tensor(high, dtype=dtype).detach()
         if low_t.ndim == 0:
             low_t = low_t.reshape(1)
+        if low_t.numel() == 0:
+            raise ValueError(f"Box needs at least one coordinate; got low of shape "
+                             f"{tuple(low_t.shape)}")
         try:
             high_t = torch.broadcast_to(high_t, low_t.shape).clone()
         except RuntimeError as err:
@@ -103,6 +141,8 @@ class Box:
     ) -> Tensor:
         """Draw points uniformly; returns ``(*sample_shape, *shape)``."""
         check_generator(generator)
+        for n in sample_shape:
+            check_positive_int(n, "sample_shape", minimum=0)
         dtype = dtype or self.low.dtype
         u = torch.rand(
             (*sample_shape, *self.shape), generator=generator, dtype=dtype, device=device
@@ -123,11 +163,8 @@ class Box:
         Cell centres are used (not the corners), so the grid is the midpoint quadrature rule
         for integrals over the box: error :math:`O(h^2)` for smooth integrands.
         """
-        sizes = [num] * self.dim if isinstance(num, int) else list(num)
-        if len(sizes) != self.dim:
-            raise ValueError(f"num must have {self.dim} entries; got {len(sizes)}")
-        for n in sizes:
-            check_positive_int(n, "num")
+        sizes = grid_sizes(num, self.dim)
+        check_grid_size(sizes)
         dtype = dtype or self.low.dtype
         low = self.low.reshape(-1).to(dtype=dtype, device=device)
         high = self.high.reshape(-1).to(dtype=dtype, device=device)
@@ -139,6 +176,20 @@ class Box:
         points = torch.stack([m.reshape(-1) for m in mesh], -1).reshape(-1, *self.shape)
         cell = float(math.prod(float(high[i] - low[i]) / n for i, n in enumerate(sizes)))
         return BoxGrid(points=points, axes=axes, cell_volume=cell, sizes=tuple(sizes))
+
+
+def _corner_dtype(low: object, high: object) -> torch.dtype:
+    """The dtype of a box's corners: that of its floating tensor corners, else the default."""
+    dtypes = []
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, Tensor):
+            if value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{name} must be real numbers; got a tensor of dtype {value.dtype}")
+            if value.is_floating_point():
+                dtypes.append(value.dtype)
+    if not dtypes:
+        return torch.get_default_dtype()
+    return dtypes[0] if len(dtypes) == 1 else torch.promote_types(*dtypes)
 
 
 class BoxGrid:

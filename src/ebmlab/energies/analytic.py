@@ -19,8 +19,24 @@ def _unconditional(energy: Energy, x: Tensor | None) -> None:
         raise ValueError(f"{type(energy).__name__} is unconditional; got x, expected x=None")
 
 
-def _as_param(value: Sequence[float] | Tensor, name: str, ndim: int) -> Tensor:
-    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
+def _as_param(
+    value: Sequence[float] | Tensor, name: str, ndim: int, like: Tensor | None = None
+) -> Tensor:
+    """A parameter tensor: a floating tensor keeps its dtype and device (nothing is cast);
+    numbers take ``like``'s dtype and device, or the default dtype."""
+    if isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be real numbers; got a tensor of dtype {value.dtype}")
+    if isinstance(value, Tensor) and value.is_floating_point():
+        if like is not None and (value.dtype != like.dtype or value.device != like.device):
+            raise TypeError(
+                f"{name} has dtype {value.dtype} on {value.device} but the other parameters "
+                f"have {like.dtype} on {like.device}; pass them alike (nothing is cast)"
+            )
+        t = value.detach().clone()
+    elif like is not None:
+        t = torch.as_tensor(value, dtype=like.dtype, device=like.device).detach().clone()
+    else:
+        t = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
     if t.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s); got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -52,7 +68,8 @@ class Quadratic(Energy):
         if a.shape[0] != a.shape[1]:
             raise ValueError(f"precision must be square; got shape {tuple(a.shape)}")
         d = a.shape[0]
-        mu = torch.zeros(d, dtype=a.dtype) if mean is None else _as_param(mean, "mean", 1)
+        mu = (torch.zeros(d, dtype=a.dtype, device=a.device) if mean is None
+              else _as_param(mean, "mean", 1, like=a))
         if mu.shape != (d,):
             raise ValueError(f"mean must have shape ({d},); got {tuple(mu.shape)}")
         self.precision = nn.Parameter(0.5 * (a + a.T))
@@ -118,7 +135,7 @@ class GaussianMixture(Energy):
         w = (
             torch.full((k,), 1.0 / k, dtype=mu.dtype)
             if weights is None
-            else _as_param(weights, "weights", 1)
+            else _as_param(weights, "weights", 1, like=mu)
         )
         if w.shape != (k,) or not (w > 0).all():
             raise ValueError(f"weights must be ({k},) and > 0; got {w}")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive_int, check_tensor
 from ebmlab._random import sample_distribution
+from ebmlab.domain import check_grid_size
 
 __all__ = ["LatentSet", "Grid", "Discrete", "MonteCarlo", "REDUCTIONS"]
 
@@ -130,7 +131,7 @@ class Grid(LatentSet):
                 f"high={high_t.tolist()}"
             )
         d = low_t.numel()
-        sizes = [num] * d if isinstance(num, int) else list(num)
+        sizes = list(num) if isinstance(num, Iterable) else [num] * d
         if len(sizes) != d:
             raise ValueError(f"num must be an int or have {d} entries; got {len(sizes)}")
         minimum = 1 if periodic else 2
@@ -142,6 +143,7 @@ class Grid(LatentSet):
                     f"reduce over); got {n}"
                 )
             check_positive_int(n, "num", minimum=minimum)
+        check_grid_size(sizes)  # refused before the points are made
         self.low, self.high = low_t, high_t
         self.num = tuple(sizes)
         self.periodic = bool(periodic)

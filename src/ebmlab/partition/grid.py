@@ -3,14 +3,14 @@ r"""Grid quadrature of :math:`\log Z` (dimension ≤ 3), chunked so memory stays
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_positive_int
-from ebmlab.domain import Box
+from ebmlab.domain import MAX_GRID_CELLS, Box, check_grid_size
 from ebmlab.energy import Energy
 from ebmlab.partition._common import (
     check_finite_energies,
@@ -90,7 +90,7 @@ class Grid:
 
     def __init__(self, num: int | Sequence[int] | None = None, *, chunk_size: int = 65536) -> None:
         if num is not None:
-            for n in [num] if isinstance(num, int) else list(num):
+            for n in list(num) if isinstance(num, Iterable) else [num]:
                 check_positive_int(n, "num")
         self.num = num if num is None or isinstance(num, int) else tuple(num)
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
@@ -109,6 +109,7 @@ class Grid:
         sizes = (num,) * domain.dim if isinstance(num, int) else tuple(num)
         if len(sizes) != domain.dim:
             raise ValueError(f"num must have {domain.dim} entries; got {len(sizes)}")
+        check_grid_size(sizes, MAX_GRID_CELLS)  # streamed, but its time grows with the cells
         return sizes
 
     def log_partition(
