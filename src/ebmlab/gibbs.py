@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from ebmlab._checks import check_beta, check_generator, check_tensor
+from ebmlab._checks import check_beta, check_generator, check_positive_int, check_tensor
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
 from ebmlab.partition import ESTIMATORS, Estimate, Grid, GridStatistics, SamplingEstimator
@@ -88,6 +88,9 @@ class Gibbs(Distribution):
             raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
         if x is not None:
             check_tensor(x, "x")
+            if x.shape[0] == 0:
+                raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least "
+                                 "one input, or x=None for an unconditional energy")
         self.beta = check_beta(beta)
         check_box(domain, allow_none=False)
         if energy.y_shape is not None and tuple(energy.y_shape) != domain.shape:
@@ -194,6 +197,8 @@ class Gibbs(Distribution):
         resampling from a fresh set of the estimator's weighted draws.
         """
         check_generator(generator)
+        for size in sample_shape:
+            check_positive_int(size, "sample_shape")
         shape = torch.Size(sample_shape)
         n = math.prod(shape)
         if self.is_grid:
