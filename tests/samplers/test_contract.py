@@ -116,7 +116,9 @@ def test_chain_thin_burn_in_and_summary():
     assert chain.info.energy_error.shape == (6, 4)
     summary = chain.summary()
     assert set(summary) == {"num_samples", "num_chains", "step_size", "acceptance_rate",
-                            "num_divergent", "ess_min", "ess_mean", "r_hat_max"}
+                            "num_divergent", "ess_min", "ess_mean", "r_hat_max",
+                            "ess_bulk_min", "ess_tail_min", "mcse_max", "num_reinitialised",
+                            "num_stuck"}
     assert summary["num_samples"] == 6 and summary["num_chains"] == 4
     assert summary["step_size"] != 0.3  # adapted during burn-in
 

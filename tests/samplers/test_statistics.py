@@ -121,16 +121,24 @@ def test_exact_kernels_unbiased_where_ula_is_not(name, generator):
         (lambda: eb.samplers.NUTS(1.0, max_tree_depth=6), 0.8),
     ],
 )
-def test_step_size_adaptation_reaches_the_target(kernel, target, generator):
+@pytest.mark.parametrize("adapt", ["shared", "per_chain"])
+def test_step_size_adaptation_reaches_the_target(kernel, target, adapt, generator):
     # After 150 burn-in steps of dual averaging, the mean acceptance over 32 chains x 40 steps
     # is within 0.1 of the target (the sd of that mean is ~0.01; the rest covers the
     # O(1/sqrt(m)) bias of the averaged step size, Hoffman and Gelman 2014). On the mixture:
     # on a Gaussian, fixed-length HMC has resonant step sizes where the acceptance is not
     # monotone in the step (Neal 2011, sec. 5.4.2), which defeats any step-size controller.
+    # Per chain (and with the mass windows, after which the last 50 steps re-adapt) each
+    # chain's iterates are noisier, and the averaged log step sits below the step whose
+    # acceptance is the target (Jensen: acceptance is concave in log h there), as in Stan:
+    # the realised rate is then up to ~0.2 above the target; we accept [-0.1, +0.25].
     y0 = mixture_samples(32, generator)
-    chain = eb.sample(MIXTURE, y0, kernel(), 40, burn_in=150, generator=generator)
+    mass = "none" if adapt == "shared" else "diag"
+    chain = eb.sample(MIXTURE, y0, kernel(), 40, burn_in=150, adapt=adapt, adapt_mass=mass,
+                      generator=generator)
     rate = chain.summary()["acceptance_rate"]
-    assert abs(rate - target) < 0.1, (rate, chain.step_size)
+    high = 0.1 if adapt == "shared" else 0.25
+    assert target - 0.1 < rate < target + high, (rate, chain.step_size)
 
 
 def test_r_hat_separates_mixed_from_stuck_chains(generator):

@@ -20,8 +20,11 @@ class DualAveraging:
     the step size to keep after adaptation. The state stays in 0-dim tensors on the device of
     the chains, so an update never synchronises with the host.
 
+    Per-chain adaptation passes a tensor ``step_size`` (one :math:`h_0` per chain) and
+    per-chain acceptance rates; every chain then runs its own recursion.
+
     Args:
-        step_size: the initial step :math:`h_0`.
+        step_size: the initial step :math:`h_0` (a number, or a tensor of per-chain steps).
         target: the target acceptance rate :math:`\delta`.
         like: a tensor giving the dtype and device.
         gamma, t0, kappa: the constants of the paper (0.05, 10, 0.75).
@@ -41,7 +44,7 @@ class DualAveraging:
 
     def __init__(
         self,
-        step_size: float,
+        step_size: float | Tensor,
         target: float,
         like: Tensor,
         *,
@@ -50,12 +53,18 @@ class DualAveraging:
         kappa: float = 0.75,
     ) -> None:
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
-        self.mu = math.log(10.0 * step_size)
         self.initial = step_size
         self.count = 0
         zero = torch.zeros((), dtype=like.dtype, device=like.device)
+        if isinstance(step_size, Tensor):
+            log_step = step_size.to(like.dtype).log()
+            self.mu = log_step + math.log(10.0)
+            zero = torch.zeros_like(log_step)
+            self.log_step = log_step
+        else:
+            self.mu = math.log(10.0 * step_size)
+            self.log_step = zero + math.log(step_size)
         self.h_bar = zero
-        self.log_step = zero + math.log(step_size)
         self.log_step_avg = zero
 
     def update(self, acceptance_rate: Tensor) -> Tensor:
@@ -67,6 +76,12 @@ class DualAveraging:
         self.log_step = self.mu - (math.sqrt(m) / self.gamma) * self.h_bar
         self.log_step_avg = torch.lerp(self.log_step_avg, self.log_step, m ** (-self.kappa))
         return self.log_step.exp()
+
+    def final(self) -> Tensor:
+        """Return the averaged step size as a tensor (per chain when adapting per chain)."""
+        if self.count == 0:
+            return self.log_step.exp()
+        return self.log_step_avg.exp()
 
     def final_step_size(self) -> float:
         """Return the averaged step size :math:`\\bar h` as a number (one host read)."""

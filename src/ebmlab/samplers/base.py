@@ -20,7 +20,47 @@ from ebmlab.energy import Energy
 from ebmlab.samplers.state import State
 
 # check_target_acceptance lives in ebmlab._checks; the name stays importable from here.
-__all__ = ["Kernel", "noise_like", "check_target_acceptance"]
+__all__ = ["Kernel", "noise_like", "check_target_acceptance", "check_energy_at"]
+
+
+def _reference_tensor(energy: Energy) -> Tensor | None:
+    for t in (*energy.parameters(), *energy.buffers()):
+        if t.is_floating_point():
+            return t
+    return None
+
+
+def check_energy_at(energy: Energy, y0: Tensor, x: Tensor | None = None) -> None:
+    """Refuse a ``y0`` whose dtype or device differs from the energy's, and a bad energy output.
+
+    Called once by the kernels' ``init`` (never per step): the energy's first floating
+    parameter or buffer, if any, must share ``y0``'s dtype and device (nothing is silently
+    cast), and ``energy(y0, x)`` must return a floating tensor of shape ``(chains,)`` in
+    ``y0``'s dtype.
+
+    Raises:
+        TypeError: on a dtype mismatch or an output that is not a floating tensor.
+        ValueError: on a device mismatch or an output of the wrong shape.
+    """
+    ref = _reference_tensor(energy)
+    if ref is not None and ref.dtype != y0.dtype:
+        raise TypeError(
+            f"y0 has dtype {y0.dtype} but {type(energy).__name__}'s parameters are {ref.dtype}; "
+            f"nothing is cast silently: pass y0.to({ref.dtype}) or convert the energy "
+            f"(energy.to({y0.dtype}))"
+        )
+    if ref is not None and ref.device != y0.device:
+        raise ValueError(
+            f"y0 is on {y0.device} but {type(energy).__name__}'s parameters are on "
+            f"{ref.device}; move one of them"
+        )
+    with torch.no_grad():
+        out = energy(y0, x)  # the validating call: a (chains,) floating tensor
+    if out.dtype != y0.dtype:
+        raise TypeError(
+            f"{type(energy).__name__} returned dtype {out.dtype} for y0 of dtype {y0.dtype}; "
+            "the energy must compute in y0's dtype (nothing is cast silently)"
+        )
 
 
 class Kernel:
@@ -81,9 +121,29 @@ class Kernel:
                 )
             if not bool(self.domain.contains(y0).all()):
                 raise ValueError("y0 must lie inside the sampler's domain; some rows are outside")
+        if y0.shape[0] == 0:
+            raise ValueError(f"y0 must hold at least one chain; got shape {tuple(y0.shape)}")
         y0 = y0.detach()
+        check_energy_at(energy, y0, x)
         e, g = energy.energy_and_grad(y0, x)
+        if tuple(g.shape) != tuple(y0.shape) or g.dtype != y0.dtype:
+            raise ValueError(
+                f"{type(energy).__name__}.energy_and_grad returned a gradient of shape "
+                f"{tuple(g.shape)} and dtype {g.dtype}; expected y0's {tuple(y0.shape)}, "
+                f"{y0.dtype}"
+            )
         return State(y0, e, g)
+
+    def with_mass(self, mass: float | Tensor) -> Kernel:
+        """Return a copy with another (diagonal) mass matrix, unvalidated.
+
+        ``mass`` is a number, a tensor of shape ``y_shape``, or one row per chain
+        ``(chains, *y_shape)``; used by the mass-matrix adaptation of :func:`ebmlab.sample`.
+        """
+        new = copy.copy(self)
+        new.mass = mass
+        new._setup()
+        return new
 
     def __repr__(self) -> str:
         params = ", ".join(

@@ -1,4 +1,4 @@
-"""``eb.sample``: run a kernel for many steps, with burn-in, thinning and step-size adaptation."""
+"""``eb.sample``: run a kernel with burn-in (per-chain adaptation), thinning and diagnostics."""
 
 from __future__ import annotations
 
@@ -15,8 +15,26 @@ from ebmlab.energy import Energy
 from ebmlab.samplers import diagnostics
 from ebmlab.samplers.adaptation import DualAveraging
 from ebmlab.samplers.state import State
+from ebmlab.warnings import SamplerWarning
 
-__all__ = ["sample", "Chain", "Sampler"]
+__all__ = [
+    "sample",
+    "Chain",
+    "Sampler",
+    "mass_windows",
+    "R_HAT_LIMIT",
+    "ESS_LIMIT",
+    "STUCK_ACCEPTANCE",
+    "MIN_MASS_BURN_IN",
+]
+
+# The thresholds of the end-of-run SamplerWarning (Vehtari et al. 2021's recommendations).
+R_HAT_LIMIT = 1.01
+ESS_LIMIT = 100.0
+# A chain whose mean acceptance over the last adaptation window is below this is stuck.
+STUCK_ACCEPTANCE = 0.01
+# Diagonal mass adaptation needs a burn-in of at least this many steps (Stan's 75 + 25 + 50).
+MIN_MASS_BURN_IN = 150
 
 
 class Sampler(Protocol):
@@ -42,40 +60,251 @@ class Chain:
         samples: ``(T, chains, *y_shape)``, T = ``num_steps // thin``.
         energy: :math:`F(x, y)` of every sample, ``(T, chains)``.
         info: the kernel's Info record with every field stacked along T, ``(T, chains)``.
-        step_size: the step size used after burn-in (adapted or as given).
-        state: the final state, to continue the chains with ``sampler.step``.
+        step_size: the step size used after burn-in (adapted or as given); with per-chain
+            adaptation the median over the chains (see ``step_sizes``).
+        state: the final state, to continue the chains with ``kernel.step``.
+        step_sizes: the per-chain step sizes after burn-in ``(chains,)`` (``None`` when the
+            step size was not adapted per chain).
+        mass: the adapted diagonal mass matrix, ``(chains, *y_shape)`` per chain or
+            ``y_shape`` shared (``None`` when not adapted).
+        kernel: the kernel used after burn-in (adapted step sizes and mass), to continue.
+        num_divergent: divergent steps per chain over all ``num_steps`` sampling steps
+            (thinned-out steps included), ``(chains,)``.
+        num_reinitialised: chains found stuck at the end of burn-in and restarted from a
+            healthy chain's state.
+        num_stuck: chains found stuck that could not be restarted (no healthy chain, or
+            ``adapt="shared"``, which never moves a chain).
     """
 
     samples: Tensor
     energy: Tensor
     info: NamedTuple
     step_size: float
-    state: State
+    state: Any
+    step_sizes: Tensor | None = None
+    mass: Tensor | None = None
+    kernel: Any = None
+    num_divergent: Tensor | None = None
+    num_reinitialised: int = 0
+    num_stuck: int = 0
 
     def summary(self) -> dict[str, float]:
         """Return the headline diagnostics as numbers.
 
         Keys: ``num_samples``, ``num_chains``, ``step_size``, ``acceptance_rate`` (mean),
-        ``num_divergent`` (total), ``ess_min`` and ``ess_mean`` (over coordinates) and
-        ``r_hat_max`` (split R-hat; NaN with fewer than 4 samples per chain).
+        ``num_divergent`` (total over the sampling steps), ``ess_min`` and ``ess_mean`` (bulk
+        ESS over coordinates), ``ess_bulk_min``, ``ess_tail_min``, ``r_hat_max``
+        (rank-normalised; NaN with fewer than 4 samples per chain), ``mcse_max`` (of the
+        mean), ``num_reinitialised`` and ``num_stuck``.
+
+        Raises:
+            ValueError: for a chain without samples or chains.
         """
         flat = self.samples.flatten(2)
-        ess = diagnostics.ess(flat)
-        r_hat = diagnostics.r_hat(flat) if flat.shape[0] >= 4 else torch.full_like(ess, math.nan)
+        if flat.shape[0] == 0 or flat.shape[1] == 0:
+            raise ValueError(
+                f"Chain.summary needs at least one sample and one chain; samples have shape "
+                f"{tuple(self.samples.shape)}"
+            )
+        if flat.shape[0] >= 4:
+            bulk = diagnostics.ess_bulk(flat)
+            tail = diagnostics.ess_tail(flat)
+            r_hat = diagnostics.r_hat(flat)
+            mcse = diagnostics.mcse(flat)
+        else:
+            bulk = tail = r_hat = mcse = torch.full(flat.shape[2:], math.nan)
+        info = self.info
+        rate = getattr(info, "acceptance_rate", None)
+        divergent = self.num_divergent
+        if divergent is None:
+            divergent = (diagnostics.num_divergent(info) if hasattr(info, "is_divergent")
+                         else torch.zeros(()))
         return {
             "num_samples": float(flat.shape[0]),
             "num_chains": float(flat.shape[1]),
             "step_size": float(self.step_size),
-            "acceptance_rate": float(diagnostics.acceptance_rate(self.info).mean()),
-            "num_divergent": float(diagnostics.num_divergent(self.info).sum()),
-            "ess_min": float(ess.min()),
-            "ess_mean": float(ess.mean()),
-            "r_hat_max": float(r_hat.max()),
+            "acceptance_rate": math.nan if rate is None else float(rate.double().mean()),
+            "num_divergent": float(divergent.sum()),
+            "ess_min": _nan_min(bulk),
+            "ess_mean": float(bulk.nanmean()) if bulk.numel() else math.nan,
+            "ess_bulk_min": _nan_min(bulk),
+            "ess_tail_min": _nan_min(tail),
+            "r_hat_max": _nan_max(r_hat),
+            "mcse_max": _nan_max(mcse),
+            "num_reinitialised": float(self.num_reinitialised),
+            "num_stuck": float(self.num_stuck),
         }
+
+
+def _nan_min(t: Tensor) -> float:
+    t = t[~torch.isnan(t)]
+    return float(t.min()) if t.numel() else math.nan
+
+
+def _nan_max(t: Tensor) -> float:
+    t = t[~torch.isnan(t)]
+    return float(t.max()) if t.numel() else math.nan
 
 
 def _stack_info(infos: list[Any]) -> Any:
     return type(infos[0])(*(torch.stack(field) for field in zip(*infos, strict=True)))
+
+
+def mass_windows(burn_in: int) -> list[int]:
+    """Return the steps (counted from 0) at which the diagonal mass matrix is re-estimated.
+
+    Stan's schedule: an initial fast interval of 75 steps (step size only), slow windows of
+    25, 50, 100, ... steps (each ends with a mass update from that window's draws and a
+    restart of the step-size adaptation), the last one stretched to end where a terminal
+    fast interval of 50 steps begins. Empty below ``MIN_MASS_BURN_IN`` = 150 steps.
+
+    Example:
+        >>> mass_windows(1000)
+        [100, 150, 250, 450, 950]
+        >>> mass_windows(100)
+        []
+    """
+    if burn_in < MIN_MASS_BURN_IN:
+        return []
+    init_buffer, term_buffer, size = 75, 50, 25
+    end_slow = burn_in - term_buffer
+    ends: list[int] = []
+    start = init_buffer
+    while True:
+        end = start + size
+        if end + 2 * size > end_slow:
+            ends.append(end_slow)
+            return ends
+        ends.append(end)
+        start, size = end, 2 * size
+
+
+class _Welford:
+    """Running per-chain mean and sum of squared deviations of positions (no host reads)."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.count = 0
+        self.mean = torch.zeros_like(like)
+        self.m2 = torch.zeros_like(like)
+
+    def update(self, y: Tensor) -> None:
+        self.count += 1
+        delta = y - self.mean
+        self.mean.add_(delta, alpha=1.0 / self.count)
+        self.m2.addcmul_(delta, y - self.mean)
+
+    def variance(self, shared: bool) -> Tensor:
+        """Stan's regularised variance: (n / (n + 5)) var + 1e-3 (5 / (n + 5))."""
+        n = self.count
+        var = self.m2 / max(n - 1, 1)
+        if shared:
+            var = var.mean(0)
+        return var.mul_(n / (n + 5.0)).add_(1e-3 * 5.0 / (n + 5.0))
+
+
+def _per_chain_view(t: Tensor, ndim: int) -> Tensor:
+    return t.reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+def _adapt(
+    sampler: Any,
+    state: Any,
+    energy: Energy,
+    x: Tensor | None,
+    burn_in: int,
+    *,
+    per_chain: bool,
+    adapt_mass: bool,
+    generator: torch.Generator | None,
+    steps: Any,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Run the burn-in with step-size (and mass) adaptation; return the state, the tuned
+    kernel and what the Chain reports about it."""
+    y = state.position
+    chains, ndim = y.shape[0], y.ndim
+    target = sampler.target_acceptance
+    beta = float(getattr(sampler, "beta", 1.0))
+    h0 = sampler.step_size
+    windows = mass_windows(burn_in) if adapt_mass and hasattr(sampler, "with_mass") else []
+    if per_chain:
+        start = torch.full((chains,), float(h0), dtype=state.energy.dtype, device=y.device)
+        adapt = DualAveraging(start, target, state.energy)
+    else:
+        adapt = DualAveraging(float(h0), target, state.energy)
+    base = sampler
+    mass = None
+    welford = _Welford(y) if windows else None
+    stuck_window = (burn_in - windows[-1]) if windows else max(1, min(50, burn_in // 10))
+    accept_sum = torch.zeros(chains, dtype=state.energy.dtype, device=y.device)
+
+    def with_step(h: Tensor) -> Any:
+        return base.with_step_size(_per_chain_view(h, ndim) if per_chain else h)
+
+    tuned = sampler
+    for t in steps(burn_in, "burn-in"):
+        state, info = tuned.step(state, energy, x, generator=generator)
+        rate = info.acceptance_rate
+        h = adapt.update(rate if per_chain else rate.mean())
+        if t >= burn_in - stuck_window:
+            accept_sum += rate
+        if welford is not None and t >= 75:  # the slow windows start after 75 fast steps
+            welford.update(state.position)
+            if t + 1 in windows:
+                var = welford.variance(shared=not per_chain)
+                mass = 1.0 / (beta * var)  # M^{-1} = beta * Var: unit frequencies
+                base = sampler.with_mass(mass)
+                current = adapt.log_step.exp()
+                adapt = DualAveraging(current, target, state.energy) if per_chain else (
+                    DualAveraging(float(current), target, state.energy))
+                welford = _Welford(y) if t + 1 < windows[-1] else None
+                h = current
+        tuned = with_step(h)
+    # The averaged step size of the last adaptation interval; a failed one keeps the start.
+    if per_chain:
+        final = adapt.final()
+        good = torch.isfinite(final) & (final > 0)
+        final = torch.where(good, final, torch.full_like(final, float(h0)))
+    else:
+        value = adapt.final_step_size()
+        if not (math.isfinite(value) and value > 0):
+            warnings.warn(
+                f"step-size adaptation failed (got {value}); keeping step_size={h0}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            value = float(h0)
+        final = value
+    report: dict[str, Any] = {"num_reinitialised": 0, "num_stuck": 0}
+    stuck = (accept_sum / stuck_window) < STUCK_ACCEPTANCE
+    num_stuck = int(stuck.sum())  # one host read, at the end of burn-in
+    if num_stuck and per_chain and num_stuck < chains:
+        healthy = (~stuck).nonzero().flatten()
+        bad = stuck.nonzero().flatten()
+        donors = healthy[torch.randint(healthy.numel(), (bad.numel(),), generator=generator,
+                                       device=generator.device if generator else None
+                                       ).to(healthy.device)]
+        state = type(state)(*(_copy_rows(f, bad, donors, chains) for f in state))
+        final = final.clone()
+        final[bad] = final[donors]
+        if mass is not None and mass.ndim == ndim:
+            mass = mass.clone()
+            mass[bad] = mass[donors]
+            base = sampler.with_mass(mass)
+        report["num_reinitialised"] = num_stuck
+    else:
+        report["num_stuck"] = num_stuck
+    kernel = base.with_step_size(_per_chain_view(final, ndim) if per_chain else final)
+    report["mass"] = mass
+    report["step_sizes"] = final if per_chain else None
+    report["step_size"] = float(final.median()) if per_chain else float(final)
+    return state, kernel, report
+
+
+def _copy_rows(field: Any, bad: Tensor, donors: Tensor, chains: int) -> Any:
+    if isinstance(field, Tensor) and field.ndim >= 1 and field.shape[0] == chains:
+        field = field.clone()
+        field[bad] = field[donors]
+    return field
 
 
 def sample(
@@ -87,26 +316,50 @@ def sample(
     *,
     burn_in: int = 0,
     thin: int = 1,
+    adapt: str = "per_chain",
+    adapt_mass: str = "diag",
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Chain:
     r"""Run ``sampler`` on :math:`p(y|x) \propto e^{-\beta F(x, y)}` from ``y0``, one chain per row.
 
-    The first ``burn_in`` steps are discarded; when the kernel has a ``target_acceptance``
-    (MALA, HMC, NUTS) its step size is adapted during them by dual averaging and the
-    averaged value is kept afterwards. Then ``num_steps`` steps are run and every ``thin``-th
-    state is kept. Inputs are validated here once; the loop itself does no validation, no
-    host synchronisation (except NUTS's early-stop reads, see :class:`~ebmlab.samplers.NUTS`)
-    and builds no autograd graph.
+    The first ``burn_in`` steps are discarded and, when the kernel has a
+    ``target_acceptance`` (MALA, HMC, NUTS), used for adaptation:
+
+    - ``adapt="per_chain"`` (default): every chain tunes its own step size by dual averaging
+      on its own acceptance rate (Hoffman and Gelman 2014), so one chain in a bad region
+      cannot drag the others' step down, nor keep a step too large for itself;
+      ``adapt="shared"``: one step size for all, tuned on the mean acceptance (the behaviour
+      of earlier releases, with ``adapt_mass="none"``).
+    - ``adapt_mass="diag"`` (default): with ``burn_in >= 150``, a diagonal mass matrix
+      :math:`M^{-1} = \beta\,\widehat{\mathrm{Var}}[y]` is estimated in Stan's windows
+      (:func:`mass_windows`), per chain or pooled over chains as ``adapt`` says, and the
+      step-size adaptation restarts after each update; ``"none"`` keeps the kernel's mass.
+    - A chain whose mean acceptance over the last adaptation window is below 1 %
+      (``STUCK_ACCEPTANCE``) is stuck; with per-chain adaptation it is restarted from the
+      state, step size and mass of a randomly chosen healthy chain before sampling starts,
+      and counted in ``Chain.num_reinitialised``.
+
+    Then ``num_steps`` steps are run and every ``thin``-th state is kept. Inputs are
+    validated here once; the loop itself does no validation, no host synchronisation (except
+    NUTS's early-stop reads, see :class:`~ebmlab.samplers.NUTS`) and builds no autograd graph.
+
+    At the end the run is checked, and one :class:`ebmlab.SamplerWarning` names every figure
+    that says the samples should not be trusted: divergent steps after burn-in, a
+    rank-normalised :math:`\hat R` above 1.01, a bulk ESS below 100 (both over all chains,
+    worst coordinate, with at least 4 kept samples) and stuck chains. A healthy run is
+    silent; :meth:`Chain.summary` reports the same figures.
 
     Args:
         energy: the energy F (any :class:`ebmlab.Energy`, including a ``FreeEnergy``).
-        y0: the initial states ``(chains, *y_shape)``.
+        y0: the initial states ``(chains, *y_shape)``, in the energy's dtype and device.
         sampler: a kernel, e.g. ``eb.samplers.MALA(0.05)``.
         num_steps: steps after burn-in (>= ``thin``).
         x: conditioning inputs ``(chains, *x_shape)`` or ``None``.
         burn_in: steps run and discarded first (and used for adaptation).
         thin: keep one state every ``thin`` steps.
+        adapt: ``"per_chain"`` or ``"shared"`` step-size adaptation.
+        adapt_mass: ``"diag"`` or ``"none"``.
         generator: the random source; the same generator state gives identical chains.
         progress: show a progress bar (tqdm).
 
@@ -114,18 +367,23 @@ def sample(
         A :class:`Chain` with ``samples`` of shape ``(num_steps // thin, chains, *y_shape)``.
 
     Raises:
-        TypeError: if an argument has the wrong type.
-        ValueError: if ``y0`` does not fit the energy, a count is out of range, or the
-            energy at ``y0`` is not finite.
+        TypeError: if an argument has the wrong type, ``y0``'s dtype differs from the
+            energy's, or the energy returns something other than a floating tensor.
+        ValueError: if ``y0`` has no chains or does not fit the energy, a count is out of
+            range, or the energy at ``y0`` is not finite or not of shape ``(chains,)``.
+
+    Warns:
+        SamplerWarning: when the run shows divergences, R-hat > 1.01, bulk ESS < 100 or
+            stuck chains.
 
     Example:
         >>> import torch, ebmlab as eb
         >>> g = torch.Generator().manual_seed(0)
         >>> energy = eb.energies.Quadratic(torch.eye(2))
-        >>> chain = eb.sample(energy, torch.zeros(8, 2), eb.samplers.MALA(0.5), 100,
-        ...                   burn_in=50, generator=g)
+        >>> chain = eb.sample(energy, torch.zeros(8, 2), eb.samplers.MALA(0.5), 200,
+        ...                   burn_in=200, generator=g)
         >>> chain.samples.shape
-        torch.Size([100, 8, 2])
+        torch.Size([200, 8, 2])
         >>> 0.4 < chain.summary()["acceptance_rate"] < 0.75
         True
     """
@@ -139,7 +397,14 @@ def sample(
     thin = check_positive_int(thin, "thin")
     if num_steps < thin:
         raise ValueError(f"num_steps must be >= thin = {thin} to keep a sample; got {num_steps}")
+    if adapt not in ("per_chain", "shared"):
+        raise ValueError(f"adapt must be 'per_chain' or 'shared'; got {adapt!r}")
+    if adapt_mass not in ("diag", "none"):
+        raise ValueError(f"adapt_mass must be 'diag' or 'none'; got {adapt_mass!r}")
     check_generator(generator)
+    if isinstance(y0, Tensor) and (y0.ndim == 0 or y0.shape[0] == 0):
+        raise ValueError(f"y0 must hold at least one chain (chains, *y_shape); got shape "
+                         f"{tuple(y0.shape)}")
     state = sampler.init(y0, energy, x)
     bad = ~torch.isfinite(state.energy)
     if bool(bad.any()):
@@ -157,22 +422,13 @@ def sample(
         kernel = sampler
         target = getattr(sampler, "target_acceptance", None)
         step_size = getattr(sampler, "step_size", math.nan)
+        report: dict[str, Any] = {}
         if burn_in and target is not None and hasattr(sampler, "with_step_size"):
-            adapt = DualAveraging(float(step_size), target, state.energy)
-            tuned = sampler
-            for _ in steps(burn_in, "burn-in"):
-                state, info = tuned.step(state, energy, x, generator=generator)
-                tuned = sampler.with_step_size(adapt.update(info.acceptance_rate.mean()))
-            step_size = adapt.final_step_size()
-            if not (math.isfinite(step_size) and step_size > 0):
-                warnings.warn(
-                    f"step-size adaptation failed (got {step_size}); keeping "
-                    f"step_size={sampler.step_size}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                step_size = float(sampler.step_size)
-            kernel = sampler.with_step_size(step_size)
+            state, kernel, report = _adapt(
+                sampler, state, energy, x, burn_in, per_chain=adapt == "per_chain",
+                adapt_mass=adapt_mass == "diag", generator=generator, steps=steps,
+            )
+            step_size = report["step_size"]
         else:
             step = sampler.step
             for _ in steps(burn_in, "burn-in") if burn_in else ():
@@ -182,16 +438,63 @@ def sample(
         positions: list[Tensor] = []
         energies: list[Tensor] = []
         infos: list[Any] = []
+        divergent = None
         for t in steps(num_steps, "sampling"):
             state, info = step(state, energy, x, generator=generator)
+            flag = getattr(info, "is_divergent", None)
+            if flag is not None:
+                divergent = flag.long() if divergent is None else divergent + flag
             if t % thin == thin - 1:  # every step when thin == 1
                 positions.append(state.position)
                 energies.append(state.energy)
                 infos.append(info)
-        return Chain(
+        chain = Chain(
             samples=torch.stack(positions),
             energy=torch.stack(energies),
             info=_stack_info(infos),
             step_size=float(step_size),
             state=state,
+            step_sizes=report.get("step_sizes"),
+            mass=report.get("mass"),
+            kernel=kernel,
+            num_divergent=divergent,
+            num_reinitialised=report.get("num_reinitialised", 0),
+            num_stuck=report.get("num_stuck", 0),
+        )
+    _warn_if_troubled(chain)
+    return chain
+
+
+def _warn_if_troubled(chain: Chain) -> None:
+    """Issue one SamplerWarning naming every figure out of bounds (silent when healthy)."""
+    s = chain.summary()
+    problems, advice = [], []
+    if s["num_divergent"] > 0:
+        chains = int((chain.num_divergent > 0).sum()) if chain.num_divergent is not None else 0
+        problems.append(f"{int(s['num_divergent'])} divergent steps after burn-in (in {chains} "
+                        f"of {int(s['num_chains'])} chains)")
+        advice.append("a smaller step size (or a higher target_acceptance)")
+    if s["r_hat_max"] > R_HAT_LIMIT:
+        problems.append(f"R-hat {s['r_hat_max']:.3f} > {R_HAT_LIMIT}")
+        advice.append("a longer burn_in and more steps, or tempering "
+                      "(eb.samplers.ParallelTempering) if the target has separated modes")
+    if math.isnan(s["r_hat_max"]) and s["num_samples"] >= 4:
+        problems.append("R-hat undefined (the chains did not move)")
+        advice.append("a smaller step size (or a higher target_acceptance)")
+    if s["ess_bulk_min"] < ESS_LIMIT:
+        problems.append(f"bulk ESS {s['ess_bulk_min']:.0f} < {ESS_LIMIT:.0f}")
+        advice.append("more steps or more chains")
+    if s["num_reinitialised"] or s["num_stuck"]:
+        problems.append(
+            f"{int(s['num_reinitialised'] + s['num_stuck'])} chains stuck at the end of burn-in "
+            f"({int(s['num_reinitialised'])} re-initialised from healthy chains)"
+        )
+        advice.append("a longer burn_in or starting points nearer the mass")
+    if problems:
+        tries = "; ".join(dict.fromkeys(advice))
+        warnings.warn(
+            "eb.sample: the samples may not be trustworthy: " + "; ".join(problems)
+            + f". Try {tries}.",
+            SamplerWarning,
+            stacklevel=3,
         )

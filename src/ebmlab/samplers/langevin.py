@@ -10,10 +10,15 @@ from torch import Tensor
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.samplers.base import Kernel
-from ebmlab.samplers.integrators import langevin_step, reflect
+from ebmlab.samplers.hmc import DIVERGENCE_THRESHOLD
+from ebmlab.samplers.integrators import axpy, langevin_step, reflect
 from ebmlab.samplers.state import Info, State
 
-__all__ = ["Langevin"]
+__all__ = ["Langevin", "REFLECT_FRACTION"]
+
+# With a box: a step whose gradient move -h grad F alone leaves the box by more than this
+# fraction of the box's width (in some coordinate) is flagged divergent.
+REFLECT_FRACTION = 0.1
 
 
 class Langevin(Kernel):
@@ -23,6 +28,16 @@ class Langevin(Kernel):
     :math:`\xi \sim \mathcal N(0, I)`. Without a Metropolis correction the chain is biased by
     :math:`O(h)`: on :math:`\mathcal N(0, \sigma^2)` its stationary variance is
     :math:`\sigma^2 / (1 - h / (2\sigma^2))`. Use :class:`MALA` to remove the bias.
+
+    **Divergence.** Without an accept step nothing stops an unstable step size (h above
+    2/L for curvature L) from blowing up, so each step is checked, at no extra energy
+    evaluation: ``Info.is_divergent`` is set when the energy or gradient is not finite,
+    when the step's Metropolis log-ratio (what :class:`MALA` would have used, the analogue of
+    HMC's energy error) is below -1000, i.e. the move is far out of scale with the chain's
+    own energy (an exploding chain), and, with a ``domain``, when the gradient move
+    :math:`-h\nabla F(y)` alone leaves the box by more than ``REFLECT_FRACTION`` (10 %) of
+    its width in some coordinate, since reflection would otherwise hide an unstable step
+    (samples uniform on the box, no flag). :func:`ebmlab.sample` warns about flagged steps.
 
     Args:
         step_size: the step :math:`h > 0`; the noise scale :math:`\sqrt{2h/\beta}` follows.
@@ -82,16 +97,29 @@ class Langevin(Kernel):
         generator: torch.Generator | None = None,
     ) -> tuple[State, Info]:
         """Make one Langevin step for every chain; returns the new state and its info."""
-        y = langevin_step(
-            state.position, state.grad, self._neg_step, self._noise_scale, generator
-        )[0]
+        y0, e0, g0 = state
+        y, noise = langevin_step(y0, g0, self._neg_step, self._noise_scale, generator)
+        overshoot = None
         if self.domain is not None:
             low, high = self.domain.bounds(y)
+            # How far the gradient move alone lands outside the box, in box widths.
+            drift = axpy(y0, self._neg_step, g0)
+            out = torch.maximum(low - drift, drift - high).div_(high - low)
+            overshoot = out.flatten(1).amax(1) > REFLECT_FRACTION
             y = reflect(y, None, low, high)[0]
         e, g = energy.energy_and_grad(y, x)
-        # Non-finite energy or gradient: one reduction covers both, and w - w is 0 for a
-        # finite w and NaN otherwise (cheaper than isfinite + not).
-        w = g.flatten(1).sum(1).add_(e)
-        is_divergent = w.sub_(w).ne(0.0)
+        # The MALA log-ratio of the move: finite and > -1000 unless the step exploded; NaN
+        # (non-finite energy or gradient) fails the comparison too.
+        back = axpy(y0 - y, self.step_size, g)
+        log_ratio = (e0 - e).mul_(self.beta).add_(
+            (back * back).flatten(1).sum(1), alpha=-self.beta / (4.0 * float(self.step_size))
+        ) if not isinstance(self.step_size, Tensor) else (
+            (e0 - e) * self.beta - (back * back).flatten(1).sum(1) * (self.beta / 4.0)
+            / self.step_size.reshape(-1)
+        )
+        log_ratio = log_ratio.add_((noise * noise).flatten(1).sum(1), alpha=0.5)
+        is_divergent = (log_ratio >= -DIVERGENCE_THRESHOLD).logical_not_()
+        if overshoot is not None:
+            is_divergent |= overshoot
         rate, accepted = self._accepted(e)
         return State(y, e, g), Info(rate, accepted, is_divergent)

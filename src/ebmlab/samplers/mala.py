@@ -11,7 +11,7 @@ from ebmlab._checks import check_target_acceptance
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.samplers.base import Kernel
-from ebmlab.samplers.hmc import HMC
+from ebmlab.samplers.hmc import HMC, check_mass
 from ebmlab.samplers.integrators import axpy, langevin_step
 from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import Info, State
@@ -27,11 +27,16 @@ class MALA(Kernel):
     where :math:`\log q(y'|y) = -\tfrac{\beta}{4h}\|y' - y + h\nabla F(y)\|^2`.
     With a ``domain`` the same move is made as one reflected leapfrog step of HMC with
     :math:`\epsilon = \sqrt{2h}` (identical to MALA away from the walls, and exact with them).
+    With a diagonal ``mass`` M the proposal is preconditioned,
+    :math:`y' = y - hM^{-1}\nabla F + \sqrt{2h/\beta}\,M^{-1/2}\xi`, made the same way (one
+    leapfrog step of HMC with mass M is exactly this proposal and its acceptance).
 
     Args:
         step_size: the Langevin step :math:`h > 0`.
         beta: the inverse temperature :math:`\beta > 0`.
         domain: optional :class:`ebmlab.Box` with reflecting walls.
+        mass: a number or a positive diagonal of shape ``y_shape`` (the preconditioner
+            :math:`M`; :func:`ebmlab.sample` adapts it during burn-in by default).
         target_acceptance: acceptance rate that step-size adaptation in
             :func:`ebmlab.sample` aims at during burn-in (0.574, optimal for MALA); ``None``
             turns adaptation off.
@@ -59,9 +64,11 @@ class MALA(Kernel):
         beta: float = 1.0,
         *,
         domain: Box | None = None,
+        mass: float | Tensor = 1.0,
         target_acceptance: float | None = 0.574,
     ) -> None:
         self._init_common(step_size, beta, domain)
+        self.mass = check_mass(mass)
         self.target_acceptance = check_target_acceptance(target_acceptance)
         self._setup()
 
@@ -71,12 +78,16 @@ class MALA(Kernel):
         self._neg_step = -h
         self._noise_scale = sqrt(2.0 * h / self.beta)
         # log q(y|y') = -beta / (4h) |y - y' + h grad F(y')|^2
-        self._neg_q_scale = -self.beta / (4.0 * h)
-        self._hmc = (
-            None
-            if self.domain is None
-            else HMC(1.0, 1, self.beta, domain=self.domain).with_step_size(sqrt(2.0 * h))
-        )
+        neg_q_scale = -self.beta / (4.0 * h)
+        if isinstance(neg_q_scale, Tensor) and neg_q_scale.ndim:
+            neg_q_scale = neg_q_scale.reshape(-1)  # per chain: (chains, 1, ...) -> (chains,)
+        self._neg_q_scale = neg_q_scale
+        mass = getattr(self, "mass", 1.0)
+        self._hmc = None
+        if self.domain is not None or isinstance(mass, Tensor) or mass != 1.0:
+            hmc = HMC(1.0, 1, self.beta, domain=self.domain)
+            hmc.mass = mass
+            self._hmc = hmc.with_step_size(sqrt(2.0 * h))
 
     def step(
         self,

@@ -107,6 +107,9 @@ class NUTS(Kernel):
         if isinstance(inv_mass, Tensor) and (inv_mass.device != device or inv_mass.dtype != dtype):
             inv_mass = inv_mass.to(device, dtype)
         bounds = self._bounds(y0)
+        step_size = self.step_size
+        if isinstance(step_size, Tensor) and step_size.ndim:
+            step_size = step_size.reshape(-1)  # per chain: (chains, 1, ...) -> (chains,)
 
         p0 = noise_like(y0, generator).mul_(self._momentum_scale)
         h0 = e0 + kinetic(p0, inv_mass)
@@ -124,7 +127,7 @@ class NUTS(Kernel):
 
         for j in range(self.max_tree_depth):
             forward = torch.rand(chains, generator=generator, dtype=dtype, device=device) < 0.5
-            signed_step = torch.where(forward, 1.0, -1.0).to(dtype).mul_(self.step_size)
+            signed_step = torch.where(forward, 1.0, -1.0).to(dtype).mul_(step_size)
             signed_step = signed_step.view(view)
             # Leapfrog coefficients of this doubling, computed once (not per leapfrog step).
             neg_half = signed_step * -0.5

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ebmlab._checks import check_beta, check_positive, check_tensor
-from ebmlab.energy import Energy
+from ebmlab.energy import Energy, check_energy_output
 from ebmlab.samplers.metropolis import nan_to_neginf
 from ebmlab.samplers.state import Info
 
@@ -78,8 +78,15 @@ class RandomWalkMetropolis:
 
     @torch.no_grad()
     def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> RandomWalkState:
-        """Return the state at ``y0`` (N, *y_shape), caching its energy."""
-        return RandomWalkState(position=y0, energy=energy.forward(y0, x))
+        """Return the state at ``y0`` (N, *y_shape), caching its energy.
+
+        Raises:
+            TypeError: if the energy does not return a floating tensor.
+            ValueError: if it returns a shape other than ``(N,)``.
+        """
+        e = energy.forward(y0, x)
+        check_energy_output(e, y0.shape[0], type(energy).__name__)  # no synchronisation
+        return RandomWalkState(position=y0, energy=e)
 
     @torch.no_grad()
     def step(
