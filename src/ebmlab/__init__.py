@@ -1,11 +1,12 @@
 """ebmlab: Energy-Based Models on PyTorch."""
 
-from ebmlab import data, energies, envs, losses, metrics, partition, training
+from ebmlab import data, energies, envs, evaluate, losses, metrics, partition, training
 from ebmlab.discrete_domain import Binary, Categorical
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, FunctionEnergy, LatentEnergy
 from ebmlab.gibbs import Gibbs
 from ebmlab.inference import Inference, argmin_discrete, infer
+from ebmlab.io import load_energy, load_run, save_energy
 from ebmlab.latent import FreeEnergy, manifold
 from ebmlab.partition import Estimate
 from ebmlab.samplers import diagnostics, sample
@@ -36,6 +37,7 @@ __all__ = [
     "envs",
     "ImplicitRegressor",
     "metrics",
+    "evaluate",
     "data",
     "losses",
     "Box",
@@ -59,4 +61,7 @@ __all__ = [
     "partition",
     "InferenceWarning",
     "SamplerWarning",
+    "load_run",
+    "save_energy",
+    "load_energy",
 ]
