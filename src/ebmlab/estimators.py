@@ -223,8 +223,9 @@ class ImplicitRegressor(RegressorMixin, BaseEstimator):
         >>> model = eb.ImplicitRegressor(max_iter=300, random_state=0)
         >>> model = model.fit(x.numpy(), y[:, 0].numpy())
         >>> modes = model.predict_modes([[4.0]], max_modes=2)
-        >>> sorted(round(v, 1) for v in modes.y[0, :, 0].tolist())
-        [-2.0, 2.0]
+        >>> found = sorted(modes.y[0, :, 0].tolist())  # both branches of y = ±√4
+        >>> abs(found[0] + 2) < 0.2 and abs(found[1] - 2) < 0.2
+        True
     """
 
     def __init__(
