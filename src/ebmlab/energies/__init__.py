@@ -5,10 +5,13 @@ up there. A new energy is one file plus one line in ``ENERGIES``.
 """
 
 from ebmlab.energies.analytic import Banana, DoubleWell, GaussianMixture, Quadratic
+from ebmlab.energies.chain import Chain
 from ebmlab.energies.classifier import ClassifierEnergy, InputEnergy
 from ebmlab.energies.conv import ConvEnergy, ConvNet
 from ebmlab.energies.course import Ellipse, Horn
+from ebmlab.energies.gaussian_rbm import GaussianBernoulliRBM
 from ebmlab.energies.neural import MLPEnergy
+from ebmlab.energies.rbm import RBM, RBMFreeEnergy
 
 ENERGIES: dict[str, type] = {
     "quadratic": Quadratic,
@@ -34,4 +37,8 @@ __all__ = [
     "InputEnergy",
     "ConvEnergy",
     "ConvNet",
+    "RBM",
+    "GaussianBernoulliRBM",
+    "RBMFreeEnergy",
+    "Chain",
 ]
