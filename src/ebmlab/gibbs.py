@@ -150,8 +150,12 @@ class Gibbs(Distribution):
         if self._log_partition is None:
             if self.is_grid:
                 stats = self._grid_statistics()
+                error = self.estimator.discretisation_error(
+                    stats.log_partition, self.energy, self.x, beta=self.beta,
+                    domain=self.domain,
+                )  # Richardson: |L_h - L_2h| / 3, see eb.partition.Grid
                 value = self._unbatch(stats.log_partition)
-                self._log_partition = Estimate(value=value, stderr=torch.zeros_like(value))
+                self._log_partition = Estimate(value=value, stderr=self._unbatch(error))
             else:
                 self._log_partition = self._ungated("log_partition")(
                     self.energy, self.x, beta=self.beta, domain=self.domain, generator=generator

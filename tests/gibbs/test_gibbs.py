@@ -334,3 +334,25 @@ def test_monte_carlo_estimators_follow_the_input_dtype(generator):
         p = eb.Gibbs(energy, x, domain=box, estimator=estimator)
         assert p.log_partition(generator=generator).value.dtype == torch.float32
         assert p.sample((3,), generator=generator).dtype == torch.float32
+
+
+def test_gibbs_refuses_an_empty_batch_and_negative_sample_sizes():
+    # Review F11: an empty x gave ZeroDivisionError, sample((-1,)) a RuntimeError.
+    shift = eb.FunctionEnergy(lambda y, x: ((y - x) ** 2).sum(-1), y_shape=(2,))
+    box = eb.Box([-1.0, -1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="at least one input"):
+        eb.Gibbs(shift, torch.zeros(0, 2), domain=box)
+    p = eb.Gibbs(eb.energies.DoubleWell(1), domain=eb.Box(-2.0, 2.0))
+    with pytest.raises(ValueError, match="sample_shape"):
+        p.sample((-1,))
+
+
+def test_gibbs_grid_log_partition_reports_the_discretisation_error():
+    # The grid's stderr is passed through: Richardson's |L_h - L_2h| / 3 (eb.partition.Grid).
+    p = eb.Gibbs(eb.energies.DoubleWell(1), beta=4.0, domain=eb.Box(-2.0, 2.0),
+                 estimator=eb.partition.Grid(num=64))
+    est = p.log_partition()
+    direct = eb.partition.Grid(num=64).log_partition(eb.energies.DoubleWell(1), beta=4.0,
+                                                      domain=eb.Box(-2.0, 2.0))
+    torch.testing.assert_close(est.stderr, direct.stderr)
+    assert est.stderr.item() > 0

@@ -41,7 +41,9 @@ def test_grid_matches_closed_form(a, beta, num):
     box = eb.Box([-8.0] * d, [8.0] * d)
     est = Grid(num=num).log_partition(quadratic(a), beta=beta, domain=box)
     assert est.value.shape == ()
-    assert est.stderr.item() == 0.0 and est.ess is None
+    # stderr is now Richardson's error estimate: tiny here (the coarse grid is exact too,
+    # up to rounding).
+    assert est.stderr.item() < 1e-8 and est.ess is None
     assert est.value.item() == pytest.approx(closed_form(a, beta), abs=1e-9)
 
 
@@ -114,3 +116,32 @@ def test_infinite_energy_everywhere_is_not_normalisable():
     energy = eb.FunctionEnergy(lambda y, x: torch.full((y.shape[0],), math.inf))
     with pytest.raises(ValueError, match="not normalisable"):
         Grid(num=8).log_partition(energy, domain=eb.Box(-1.0, 1.0))
+
+
+@pytest.mark.parametrize("sd, num", [(0.05, 16), (0.05, 24), (0.02, 32)])
+def test_grid_error_estimate_covers_the_true_error_on_sharp_energies(sd, num):
+    # A sharp well (sd below a cell width of 0.125 or 0.083) on [-1, 1]: the midpoint rule is
+    # far off, and Richardson's estimate |L_h - L_2h| / 3 covers the true error (here the
+    # coarse grid errs more than the fine one, so it over-states it). Deterministic.
+    box = eb.Box([-1.0], [1.0])
+    energy = quadratic(torch.tensor([[1.0 / sd**2]]))
+    est = Grid(num=num).log_partition(energy, domain=box)
+    truth = closed_form(torch.tensor([[1.0 / sd**2]]), 1.0)
+    assert abs(est.value.item() - truth) <= est.stderr.item()
+    assert est.stderr.item() > 1e-4  # the estimate says the grid is too coarse
+
+
+def test_grid_error_estimate_shrinks_four_times_per_doubling():
+    # F = a y on [0, 1] leaves mass at the faces, so the O(h^2) term is there: the error
+    # estimate matches the true error and falls 4x (to 1 %) when num doubles.
+    a = 3.0
+    energy = eb.FunctionEnergy(lambda y, x: a * y[:, 0], y_shape=(1,))
+    truth = math.log((1 - math.exp(-a)) / a)
+    box = eb.Box([0.0], [1.0])
+    errors = []
+    for num in (16, 32, 64):
+        est = Grid(num=num).log_partition(energy, domain=box)
+        assert est.stderr.item() == pytest.approx(abs(est.value.item() - truth), rel=0.05)
+        errors.append(est.stderr.item())
+    for coarse, fine in zip(errors, errors[1:], strict=False):
+        assert coarse / fine == pytest.approx(4.0, rel=0.01)

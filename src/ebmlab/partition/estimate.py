@@ -22,8 +22,9 @@ class Estimate:
 
     Attributes:
         value: the estimate of :math:`\log Z`; shape ``()`` without ``x``, ``(B,)`` with it.
-        stderr: its standard error, same shape; exactly 0 for grid quadrature, whose error
-            is deterministic (see :class:`ebmlab.partition.Grid`).
+        stderr: its standard error, same shape; for grid quadrature, whose error is
+            deterministic, Richardson's estimate of the discretisation error instead (see
+            :class:`ebmlab.partition.Grid`).
         ess: the effective sample size :math:`(\sum w)^2 / \sum w^2` of the importance
             weights behind a Monte Carlo estimate (same shape), ``None`` for a grid.
 
