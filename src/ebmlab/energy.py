@@ -9,7 +9,13 @@ from torch import Tensor, nn
 
 from ebmlab._checks import check_batch, check_same_device, check_tensor
 
-__all__ = ["Energy", "LatentEnergy", "FunctionEnergy", "check_energy_output"]
+__all__ = [
+    "Energy",
+    "LatentEnergy",
+    "FunctionEnergy",
+    "check_energy_output",
+    "check_rows_independent",
+]
 
 
 def check_energy_output(out: object, batch: int, owner: str) -> Tensor:
@@ -25,6 +31,45 @@ def check_energy_output(out: object, batch: int, owner: str) -> Tensor:
     return out
 
 
+def check_rows_independent(
+    forward: Callable[[Tensor, Tensor | None], Tensor],
+    y: Tensor,
+    x: Tensor | None,
+    batch_energy: Tensor,
+    owner: str,
+) -> None:
+    """Raise ``ValueError`` if row b of the energy depends on the other rows of the batch.
+
+    ``batch_energy`` is ``forward(y, x)`` on the N >= 2 rows; the first and last rows are
+    evaluated again alone and must give the same values (to float rounding). The usual cause
+    is broadcasting: an ``x`` of shape (B,) where (B, 1) was meant turns ``y - x`` into a
+    (B, B) table. Two extra evaluations of one row: cheap enough for every validation call.
+    """
+    n = y.shape[0]
+    if n < 2:
+        return
+    for i in (0, n - 1):
+        alone = forward(y[i : i + 1], None if x is None else x[i : i + 1])
+        if not isinstance(alone, Tensor) or alone.shape != (1,):
+            raise ValueError(
+                f"{owner} returned shape {tuple(getattr(alone, 'shape', ()))} on one row but "
+                f"({n},) on {n} rows: row b must depend on row b of y and x only (check the "
+                "shapes: x of shape (B,) broadcasts where (B, 1) is meant)"
+            )
+        ref = batch_energy[i : i + 1].to(alone.dtype)
+        scale = batch_energy.detach().abs().nan_to_num(0.0, 0.0, 0.0).amax().clamp_min(1.0)
+        both_nan = torch.isnan(alone) & torch.isnan(ref)
+        if not bool(both_nan.all()) and not torch.allclose(
+            alone.detach(), ref.detach(), rtol=1e-3, atol=1e-5 * float(scale), equal_nan=True
+        ):
+            raise ValueError(
+                f"{owner} mixes the batch: row {i} alone gives {float(alone[0]):.6g} but "
+                f"{float(ref[0]):.6g} inside a batch of {n}; row b must depend on row b of y "
+                "and x only (the usual slip is broadcasting: an x of shape (B,) where "
+                "(B, 1) is meant, or a sum over the batch dimension)"
+            )
+
+
 class Energy(nn.Module):
     r"""Base class of an energy :math:`F(x, y)`: a scalar per row, low when ``y`` fits ``x``.
 
@@ -35,6 +80,8 @@ class Energy(nn.Module):
 
     Attributes:
         y_shape: the event shape of ``y`` when the energy knows it (``None`` otherwise).
+        x_shape: the event shape of ``x`` when the energy knows it (``None`` otherwise);
+            checked on every validated call.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -46,11 +93,13 @@ class Energy(nn.Module):
     """
 
     y_shape: tuple[int, ...] | None = None
+    x_shape: tuple[int, ...] | None = None
 
     def __call__(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         check_tensor(y, "y")
         check_batch(y, x)
         self.check_y_shape(y)
+        self.check_x_shape(x)
         out = super().__call__(y, x)
         return check_energy_output(out, y.shape[0], type(self).__name__)
 
@@ -60,6 +109,19 @@ class Energy(nn.Module):
             raise ValueError(
                 f"{name} has shape {tuple(y.shape)}; {type(self).__name__} expects "
                 f"(B, *y_shape) = (B, {', '.join(map(str, self.y_shape))})"
+            )
+
+    def check_x_shape(self, x: Tensor | None, name: str = "x") -> None:
+        """Raise ``ValueError`` if ``x``'s event shape disagrees with :attr:`x_shape`."""
+        if x is not None and self.x_shape is not None and tuple(x.shape[1:]) != tuple(
+            self.x_shape
+        ):
+            hint = ""
+            if x.ndim == 1 and tuple(self.x_shape) == (1,):
+                hint = f"; did you mean {name}.unsqueeze(-1)?"
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; {type(self).__name__} expects "
+                f"(B, *x_shape) = (B, {', '.join(map(str, self.x_shape))}){hint}"
             )
 
     def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:  # pragma: no cover
@@ -167,12 +229,18 @@ class FunctionEnergy(Energy):
         grad_fn: optional closed-form gradient ``grad_fn(y, x)`` shaped like ``y``; when
             given, :meth:`energy_and_grad` uses it instead of autograd.
         y_shape: optional event shape of ``y``, used for validation and by ``eb.infer``.
+        x_shape: optional event shape of ``x``, checked on every validated call and by
+            ``eb.infer``.
 
     Example:
         >>> import torch, ebmlab as eb
-        >>> f = eb.FunctionEnergy(lambda y, x: ((y**2 - x) ** 2).sum(-1))
+        >>> f = eb.FunctionEnergy(lambda y, x: ((y**2 - x) ** 2).sum(-1), x_shape=(1,))
         >>> f(torch.tensor([[2.0]]), x=torch.tensor([[4.0]]))
         tensor([0.])
+        >>> f(torch.tensor([[2.0]]), x=torch.tensor([4.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: x has shape (1,); FunctionEnergy expects ... did you mean x.unsqueeze(-1)?
     """
 
     def __init__(
@@ -181,6 +249,7 @@ class FunctionEnergy(Energy):
         *,
         grad_fn: Callable[[Tensor, Tensor | None], Tensor] | None = None,
         y_shape: tuple[int, ...] | None = None,
+        x_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if not callable(fn):
@@ -190,6 +259,7 @@ class FunctionEnergy(Energy):
         self.fn = fn
         self.grad_fn = grad_fn
         self.y_shape = None if y_shape is None else tuple(int(s) for s in y_shape)
+        self.x_shape = None if x_shape is None else tuple(int(s) for s in x_shape)
 
     def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         return self.fn(y, x)

@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 import ebmlab as eb
 from ebmlab.energies import Banana, DoubleWell, Quadratic
-from ebmlab.inference import SOLVERS
 from ebmlab.inference.merge import merge_minima
 
-SOLVER_NAMES = sorted(SOLVERS)
+SOLVER_NAMES = ["adam", "gd", "hybrid", "lbfgs"]  # the gradient solvers (dfo, langevin: below)
 
 
 def _solver(name: str) -> object:
@@ -22,6 +21,7 @@ def _solver(name: str) -> object:
     return {
         "adam": eb.inference.Adam(lr=0.05),
         "gd": eb.inference.GradientDescent(lr=0.05),
+        "hybrid": eb.inference.Hybrid(),
         "lbfgs": eb.inference.LBFGS(),
     }[name]
 
@@ -193,7 +193,7 @@ def test_merge_keeps_no_duplicates_and_loses_no_minimum():
     energy = torch.tensor([0.5, 0.1, 0.3]).repeat(4) + 1e-6 * torch.rand(12)
     kept = torch.ones(12, dtype=torch.bool)
     kept[5] = False
-    order, is_min, count, _ = merge_minima(pts[None], energy[None], kept[None], tol=1e-2)
+    order, is_min, count, *_ = merge_minima(pts[None], energy[None], kept[None], tol=1e-2)
     assert count.tolist() == [3]
     reps = pts[order[0][is_min[0]]]
     torch.testing.assert_close(reps, centres[[1, 2, 0]], atol=1e-3, rtol=0)
@@ -266,9 +266,9 @@ def _greedy_reference(pts: torch.Tensor, energy: torch.Tensor, tol: float) -> se
     return set(accepted)
 
 
-@pytest.mark.parametrize("max_rounds", [64, 2])  # 2 forces the blocked fixed-point path
+@pytest.mark.parametrize("block_elements", [2**22, 500])  # 500: many small blocks
 @pytest.mark.parametrize("seed", range(5))
-def test_merge_equals_greedy_definition(seed: int, max_rounds: int):
+def test_merge_equals_greedy_definition(seed: int, block_elements: int):
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(6, 3, generator=g)
     pts = centres[torch.randint(6, (4, 50), generator=g)] + 0.05 * torch.randn(
@@ -276,8 +276,8 @@ def test_merge_equals_greedy_definition(seed: int, max_rounds: int):
     )
     energy = torch.rand(4, 50, generator=g)
     kept = torch.ones(4, 50, dtype=torch.bool)
-    order, is_min, count, _ = merge_minima(
-        pts, energy, kept, tol=0.1, max_rounds=max_rounds, block_elements=500
+    order, is_min, count, *_ = merge_minima(
+        pts, energy, kept, tol=0.1, block_elements=block_elements
     )
     for b in range(4):
         got = set(order[b][is_min[b]].tolist())
@@ -286,9 +286,10 @@ def test_merge_equals_greedy_definition(seed: int, max_rounds: int):
 
 
 def test_unconverged_end_points_are_not_minima_when_others_converged():
-    # Two starts at the minimum y = 0 of y^2 converge at once; one far start gets 1 step.
+    # Two starts at the minimum y = 0 of y^2 converge at once; one far start gets 10 steps.
+    # (The median gradient norm at the starts is 0, so the tolerance falls back to absolute.)
     energy = eb.FunctionEnergy(lambda y, x: (y**2).sum(-1), y_shape=(1,))
-    init = torch.tensor([[0.0], [1e-9], [50.0]])
+    init = torch.tensor([[0.0], [0.0], [50.0]])
     res = eb.infer(
         energy, init=init, solver=eb.inference.GradientDescent(lr=1e-4), max_steps=10, check_every=5
     )

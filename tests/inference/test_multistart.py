@@ -31,7 +31,7 @@ def test_starts_take_init_shared_or_per_input_a_domain_or_gaussian(generator):
 
 
 def test_resolve_solver_names_instances_and_errors():
-    assert isinstance(resolve_solver(None), eb.inference.Adam)
+    assert isinstance(resolve_solver(None), eb.inference.Hybrid)
     for name, make in SOLVERS.items():
         assert type(resolve_solver(name)) is type(make())
     solver = eb.inference.LBFGS()

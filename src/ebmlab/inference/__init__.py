@@ -1,8 +1,11 @@
 """Inference: batched multi-start solvers, merging of minima, and discrete search."""
 
 from ebmlab.inference.adam import Adam
+from ebmlab.inference.annealed_langevin import AnnealedLangevin
+from ebmlab.inference.dfo import DFO
 from ebmlab.inference.discrete import argmin_discrete
 from ebmlab.inference.gradient_descent import GradientDescent
+from ebmlab.inference.hybrid import Hybrid
 from ebmlab.inference.infer import infer
 from ebmlab.inference.lbfgs import LBFGS
 from ebmlab.inference.multistart import SOLVERS, minimize
@@ -19,5 +22,8 @@ __all__ = [
     "Adam",
     "GradientDescent",
     "LBFGS",
+    "Hybrid",
+    "DFO",
+    "AnnealedLangevin",
     "SOLVERS",
 ]

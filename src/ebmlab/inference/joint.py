@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import LatentEnergy, check_energy_output
-from ebmlab.inference.multistart import assemble, minimize, starts
+from ebmlab.inference.multistart import Descent, Landscape, assemble, minimize, starts
 from ebmlab.inference.problem import check_problem, event_shape
 from ebmlab.inference.result import Inference
 from ebmlab.inference.solver import Objective, Solver
@@ -130,8 +130,17 @@ def infer_joint(
         check_every=check_every,
         is_early_stop=early_stop,
         is_trajectory=return_trajectory,
+        groups=s,
     )
-    joint = assemble(run, b, s, (dy + dz,), p.merge_tol)
+    landscape = Landscape(energy_and_grad, x, (dy + dz,), project)
+    joint = assemble(
+        run, b, s, (dy + dz,), p.merge_tol, landscape=landscape,
+        descent=Descent(p.solver, max_steps, gtol, ftol, check_every),
+        gscale=run.gscale[::s], fscale=run.fscale[::s], gtol=gtol,
+    )
+    from ebmlab.inference.infer import warn_unconverged  # infer imports this module
+
+    warn_unconverged(joint, max_steps)
     k = joint.y.shape[1]
     trajectory = None
     if joint.trajectory is not None:

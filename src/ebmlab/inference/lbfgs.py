@@ -93,8 +93,10 @@ class LBFGS:
         slope = torch.where(is_descent, slope, -(g_flat * g_flat).sum(-1))
         norm = d.norm(dim=-1).clamp_min(torch.finfo(d.dtype).tiny)
         alpha = torch.clamp(self.max_step / norm, max=1.0)
-        if int(state["count"]) == 0:
-            alpha = torch.minimum(alpha, 1.0 / norm)
+        # Without a curvature pair (first step, or none accepted yet) the direction is -g,
+        # whose length says nothing: try a step of unit length (capped by max_step).
+        has_pair = state["rho"][:, 0] > 0
+        alpha = torch.where(has_pair, alpha, min(1.0, self.max_step) / norm)
         is_done = torch.zeros_like(is_descent)
         y_new, e_new, g_new = y_flat, energy, g_flat
         for _ in range(self.max_line_search):

@@ -1,11 +1,67 @@
-"""Merging of end points into distinct minima, lowest energy first."""
+"""Merging of end points into distinct minima, by basin, lowest energy first, in linear memory."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["merge_minima"]
+__all__ = ["Merged", "SameBasin", "merge_minima", "segment_test"]
+
+# same_basin(a, b, energy_a, energy_b, rows) -> (P,) bool: no energy barrier between the P pairs
+# of points a[p], b[p] (flattened, (P, D)) of inputs rows[p].
+SameBasin = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+class Merged(NamedTuple):
+    """The merge of S end points per input (see :func:`merge_minima`).
+
+    Attributes:
+        order: (B, S) sorts the starts by energy (not kept last).
+        is_minimum: (B, S) marks, in that order, the accepted representatives.
+        count: (B,) their number.
+        energy_sorted: (B, S) energies in that order (``+inf`` where not kept).
+        label: (B, S) for each position in that order, the position of its representative
+            (``-1`` where not kept).
+    """
+
+    order: Tensor
+    is_minimum: Tensor
+    count: Tensor
+    energy_sorted: Tensor
+    label: Tensor
+
+
+def segment_test(
+    energy_fn: Callable[[Tensor, Tensor], Tensor],
+    tolerance: Tensor,
+    num_points: int = 5,
+) -> SameBasin:
+    """Return a :data:`SameBasin` test that samples F on the segment between two points.
+
+    Two points a, b of input r are in one basin when F at the ``num_points`` interior points
+    ``a + t (b - a)``, ``t = 1/(n+1) … n/(n+1)``, never exceeds ``max(F(a), F(b)) +
+    tolerance[r]``: a convex (flat, anisotropic) bottom always passes, a barrier between two
+    wells does not.
+
+    Args:
+        energy_fn: ``energy_fn(points (P, D), rows (P,)) -> (P,)`` energies.
+        tolerance: (B,) energy tolerance per input.
+        num_points: interior points per segment.
+    """
+
+    def test(a: Tensor, b: Tensor, ea: Tensor, eb: Tensor, rows: Tensor) -> Tensor:
+        p = a.shape[0]
+        t = torch.arange(1, num_points + 1, dtype=a.dtype, device=a.device) / (num_points + 1)
+        pts = a.unsqueeze(1) + t.view(1, -1, 1) * (b - a).unsqueeze(1)  # (P, n, D)
+        e = energy_fn(pts.reshape(p * num_points, -1), rows.repeat_interleave(num_points))
+        top = e.reshape(p, num_points).amax(1)
+        return top <= torch.maximum(ea, eb) + tolerance[rows]
+
+    return test
 
 
 def merge_minima(
@@ -14,75 +70,181 @@ def merge_minima(
     is_kept: Tensor,
     tol: float,
     *,
-    max_rounds: int = 64,
+    same_basin: SameBasin | None = None,
+    radius: float | None = None,
+    near: int = 2,
     block_elements: int = 2**22,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Merge S end points per input into distinct minima.
+) -> Merged:
+    """Merge S end points per input into distinct minima, by basin.
 
-    Points are visited from the lowest energy up; a point within Euclidean distance ``tol``
-    of an already accepted minimum is a duplicate of it, so each minimum keeps its
-    lowest-energy representative. Two exact algorithms compute this greedy rule:
+    Points are visited from the lowest energy up. Without ``same_basin`` a point within
+    Euclidean distance ``tol`` of an accepted representative joins the nearest such one;
+    otherwise it becomes a new representative (so each minimum keeps its lowest-energy
+    point). With ``same_basin`` the rule is by basin: a point joins one of its ``near``
+    nearest representatives within ``radius`` (default ``10 * tol``) when ``same_basin``
+    finds no energy barrier between them, and becomes a new representative otherwise, even
+    when it is closer than ``tol`` to one of them.
 
-    - leader extraction (the common case, few distinct minima): each round accepts the lowest
-      remaining point of every input and removes everything within ``tol`` of it; K rounds of
-      O(B × S × D) work for K distinct minima;
-    - after ``max_rounds`` rounds (many distinct end points), a fixed-point iteration on the
-      remaining points, ``accepted_i = ¬∃ j < i: close(i, j) ∧ accepted_j``, evaluated in row
-      blocks of at most ``block_elements`` distances; it converges after as many sweeps as the
-      longest chain of mutually close points.
-
-    Memory is O(B × S × D + block_elements), never a full S × S matrix.
+    The sorted points are processed in blocks: each block is compared with the
+    representatives found so far (a (B, block, K) distance table), and the new
+    representatives inside a block are resolved by a fixed-point iteration on the ``near``
+    nearest lower points of each point. Memory is O(B × S × D + block_elements): never an
+    S × S matrix.
 
     Args:
         points: (B, S, D) flattened end points.
         energy: (B, S) their energies.
         is_kept: (B, S) which points may be merged at all (finite, converged).
         tol: merge distance.
-        max_rounds: leader-extraction rounds before switching to the blocked iteration.
-        block_elements: size bound of one block of the distance computation.
+        same_basin: the barrier test (e.g. :func:`segment_test`); ``None`` merges by distance.
+        radius: largest distance tested for one basin, with ``same_basin``.
+        near: candidate representatives tested per point.
+        block_elements: size bound of one block's distance table.
 
     Returns:
-        ``(order, is_minimum, count, energy_sorted)``: ``order`` (B, S) sorts the starts by
-        energy; ``is_minimum`` (B, S) marks, in that order, the accepted representatives;
-        ``count`` (B,) their number; ``energy_sorted`` (B, S) (``+inf`` where not kept).
+        A :class:`Merged`.
     """
+    b, s, d = points.shape
+    dev = points.device
+    radius = (10.0 * tol if radius is None else float(radius)) if same_basin else tol
     energy = torch.where(is_kept, energy, torch.full_like(energy, float("inf")))
     energy_sorted, order = torch.sort(energy, dim=1, stable=True)
     pts = torch.gather(points, 1, order.unsqueeze(-1).expand_as(points))
     remaining = torch.isfinite(energy_sorted)
     is_minimum = torch.zeros_like(remaining)
-    rows = torch.arange(points.shape[0], device=points.device)
-    for _ in range(max_rounds):
-        has_any = remaining.any(1)
-        if not bool(has_any.any()):
-            break
-        first = remaining.to(torch.uint8).argmax(1)  # the lowest-energy remaining point
-        leader = pts[rows, first]  # (B, D)
-        is_close = (pts - leader.unsqueeze(1)).norm(dim=-1) <= tol
-        is_minimum[rows, first] |= has_any
-        remaining &= ~is_close
-        remaining[rows, first] = False
-    else:
-        if bool(remaining.any()):
-            is_minimum |= _fixed_point(pts, remaining, tol, block_elements)
-    return order, is_minimum, is_minimum.sum(1), energy_sorted
+    label = torch.full((b, s), -1, dtype=torch.long, device=dev)
+    lead_pts = pts.new_zeros(b, 0, d)
+    lead_pos = torch.zeros(b, 0, dtype=torch.long, device=dev)
+    lead_ok = torch.zeros(b, 0, dtype=torch.bool, device=dev)
+    n_used = int(remaining.sum(1).max()) if s else 0
+    i0 = 0
+    while i0 < n_used:
+        k = lead_pts.shape[1]
+        nb = block_elements // max(1, b * max(k, near, 1))
+        nb = max(8, min(512, nb, math.isqrt(max(1, block_elements // max(1, b)))))
+        i1 = min(n_used, i0 + nb)
+        blk, blk_e = pts[:, i0:i1], energy_sorted[:, i0:i1]
+        rem = remaining[:, i0:i1]
+        pos = torch.arange(i0, i1, device=dev).expand(b, -1)
+        joined = torch.full((b, i1 - i0), -1, dtype=torch.long, device=dev)
+        if k:
+            dist = torch.cdist(blk, lead_pts)  # (B, nb, K)
+            dist = torch.where(lead_ok.unsqueeze(1), dist, torch.full_like(dist, math.inf))
+            kk = min(near, k) if same_basin else 1
+            dn, jn = torch.topk(dist, kk, dim=2, largest=False)  # nearest first
+            cand = (dn <= radius) & rem.unsqueeze(-1)
+            lpos = torch.gather(lead_pos.unsqueeze(1).expand(-1, i1 - i0, -1), 2, jn)
+            joined = _first_passing(cand, blk, blk_e, lpos, pts, energy_sorted, same_basin)
+        new = rem & (joined < 0)
+        label[:, i0:i1] = torch.where(joined >= 0, joined, label[:, i0:i1])
+        if bool(new.any()):
+            acc, lab = _resolve_block(blk, blk_e, new, pos, radius, near, same_basin)
+            label[:, i0:i1] = torch.where(new, lab, label[:, i0:i1])
+            is_minimum[:, i0:i1] = acc
+            # Append the block's representatives (padded per input) to the table.
+            m = int(acc.sum(1).max())
+            rank = torch.sort((~acc).to(torch.int8), dim=1, stable=True).indices[:, :m]
+            ok = torch.gather(acc, 1, rank)
+            lead_pts = torch.cat([lead_pts, torch.gather(blk, 1, rank.unsqueeze(-1).expand(
+                -1, -1, d))], 1)
+            lead_pos = torch.cat([lead_pos, torch.gather(pos, 1, rank)], 1)
+            lead_ok = torch.cat([lead_ok, ok], 1)
+            if lead_ok.shape[1] > 2 * max(1, int(lead_ok.sum(1).max())):
+                lead_pts, lead_pos, lead_ok = _compact(lead_pts, lead_pos, lead_ok)
+        i0 = i1
+    return Merged(order, is_minimum, is_minimum.sum(1), energy_sorted, label)
 
 
-def _fixed_point(pts: Tensor, candidate: Tensor, tol: float, block_elements: int) -> Tensor:
-    """Greedy acceptance among ``candidate`` points (already in energy order), blockwise."""
-    b, s, _ = pts.shape
-    rows_per_block = max(1, block_elements // max(1, b * s))
-    lower = torch.ones(s, s, dtype=torch.bool, device=pts.device).tril(-1)
-    accepted = candidate.clone()
+def _compact(lead_pts: Tensor, lead_pos: Tensor, lead_ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    m = int(lead_ok.sum(1).max())
+    rank = torch.sort((~lead_ok).to(torch.int8), dim=1, stable=True).indices[:, :m]
+    d = lead_pts.shape[2]
+    return (
+        torch.gather(lead_pts, 1, rank.unsqueeze(-1).expand(-1, -1, d)),
+        torch.gather(lead_pos, 1, rank),
+        torch.gather(lead_ok, 1, rank),
+    )
+
+
+def _first_passing(
+    cand: Tensor,
+    blk: Tensor,
+    blk_e: Tensor,
+    lpos: Tensor,
+    pts: Tensor,
+    energy_sorted: Tensor,
+    same_basin: SameBasin | None,
+) -> Tensor:
+    """(B, nb): the position of the nearest candidate in one basin with each point, or -1."""
+    ok = cand
+    if same_basin is not None and bool(cand.any()):
+        bi, ii, ji = torch.nonzero(cand, as_tuple=True)
+        leader = lpos[bi, ii, ji]
+        passed = same_basin(
+            blk[bi, ii], pts[bi, leader], blk_e[bi, ii], energy_sorted[bi, leader], bi
+        )
+        ok = torch.zeros_like(cand)
+        ok[bi, ii, ji] = passed
+    has = ok.any(2)
+    first = ok.to(torch.uint8).argmax(2, keepdim=True)
+    return torch.where(has, torch.gather(lpos, 2, first).squeeze(2), torch.full_like(has, -1,
+                                                                                    dtype=torch.long))
+
+
+def _resolve_block(
+    blk: Tensor,
+    blk_e: Tensor,
+    new: Tensor,
+    pos: Tensor,
+    radius: float,
+    near: int,
+    same_basin: SameBasin | None,
+) -> tuple[Tensor, Tensor]:
+    """Representatives among a block's ``new`` points (in energy order).
+
+    By distance: the greedy rule, ``accepted_i = new_i ∧ ¬∃ j < i: close(i, j) ∧
+    accepted_j``, by a fixed-point iteration that converges after as many sweeps as the
+    longest chain of close points. By basin: each point links to the nearest of its ``near``
+    nearest lower points with no barrier between them, and chains of links end at the
+    representative. Returns the accepted flags and each new point's representative position.
+    """
+    b, nb, _ = blk.shape
+    dist = torch.cdist(blk, blk)  # (B, nb, nb), nb bounded
+    lower = torch.ones(nb, nb, dtype=torch.bool, device=blk.device).tril(-1)
+    usable = lower & new.unsqueeze(1) & new.unsqueeze(2)
+    dist = torch.where(usable, dist, torch.full_like(dist, math.inf))
+    kk = min(near if same_basin is not None else nb, nb)
+    dn, jn = torch.topk(dist, kk, dim=2, largest=False)  # (B, nb, kk)
+    joins = dn <= radius
+    if same_basin is not None and bool(joins.any()):
+        bi, ii, ji = torch.nonzero(joins, as_tuple=True)
+        j = jn[bi, ii, ji]
+        passed = same_basin(blk[bi, ii], blk[bi, j], blk_e[bi, ii], blk_e[bi, j], bi)
+        joins = torch.zeros_like(joins)
+        joins[bi, ii, ji] = passed
+    if same_basin is not None:
+        # Each new point links to its nearest lower new point in one basin with it; the
+        # representative of a chain of links (a path with no barrier) is its lowest point.
+        first = joins.to(torch.uint8).argmax(2, keepdim=True)
+        link = torch.where(joins.any(2), torch.gather(jn, 2, first).squeeze(2),
+                           torch.arange(nb, device=blk.device).expand(b, -1))
+        while True:
+            nxt = torch.gather(link, 1, link)
+            if torch.equal(nxt, link):
+                break
+            link = nxt
+        accepted = new & (link == torch.arange(nb, device=blk.device))
+        return accepted, torch.gather(pos, 1, link)
+    accepted = new.clone()
     while True:
-        blocked = torch.zeros_like(candidate)
-        for i0 in range(0, s, rows_per_block):
-            i1 = min(s, i0 + rows_per_block)
-            # (B, rows, S): is point j < i accepted and within tol of point i?
-            close = torch.cdist(pts[:, i0:i1], pts) <= tol
-            close &= lower[i0:i1] & accepted.unsqueeze(1)
-            blocked[:, i0:i1] = close.any(-1)
-        new = candidate & ~blocked
-        if torch.equal(new, accepted):
-            return accepted
-        accepted = new
+        acc_j = torch.gather(accepted.unsqueeze(1).expand(-1, nb, -1), 2, jn)
+        blocked = (joins & acc_j).any(2)
+        nxt = new & ~blocked
+        if torch.equal(nxt, accepted):
+            break
+        accepted = nxt
+    acc_j = torch.gather(accepted.unsqueeze(1).expand(-1, nb, -1), 2, jn) & joins
+    first = acc_j.to(torch.uint8).argmax(2, keepdim=True)
+    rep = torch.gather(jn, 2, first).squeeze(2)  # block index of the representative
+    rep = torch.where(accepted, torch.arange(nb, device=blk.device).expand(b, -1), rep)
+    return accepted, torch.gather(pos, 1, rep)

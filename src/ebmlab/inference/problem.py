@@ -36,6 +36,8 @@ class Problem:
         dtype, device: of the starts (those of ``x`` when it is given).
         merge_tol: distance under which two end points are one minimum.
         solver: the solver instance.
+        auto: ``num_starts="auto"``: ``s`` is the first round, more follow up to
+            ``max_starts`` until the unseen probability is below ``1 - coverage``.
     """
 
     b: int
@@ -45,6 +47,9 @@ class Problem:
     device: torch.device
     merge_tol: float
     solver: Solver
+    auto: bool = False
+    max_starts: int = 65536
+    coverage: float = 0.99
 
 
 def event_shape(
@@ -79,7 +84,7 @@ def check_problem(
     x: Tensor | None = None,
     *,
     y_shape: tuple[int, ...] | None = None,
-    num_starts: int | None = None,
+    num_starts: int | str | None = None,
     domain: Box | None = None,
     solver: Solver | str | None = None,
     generator: torch.Generator | None = None,
@@ -91,6 +96,8 @@ def check_problem(
     merge_tol: float | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    max_starts: int = 65536,
+    coverage: float = 0.99,
 ) -> Problem:
     """Check the arguments that :func:`ebmlab.infer` and its variants share.
 
@@ -120,6 +127,17 @@ def check_problem(
     shape = event_shape(
         y_shape, domain, getattr(energy, "y_shape", None), owner=type(energy).__name__
     )
+    auto = isinstance(num_starts, str)
+    if auto and num_starts != "auto":
+        raise ValueError(f"num_starts must be an int >= 1 or 'auto'; got {num_starts!r}")
+    max_starts = check_positive_int(max_starts, "max_starts")
+    coverage = check_positive(coverage, "coverage")
+    if not coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1); got {coverage}")
+    if auto:
+        if init is not None:
+            raise ValueError("num_starts='auto' draws its own starts; drop init=")
+        num_starts = min(32, max_starts)
     if num_starts is None:
         has_rows = isinstance(init, Tensor) and init.ndim > len(shape)
         num_starts = init.shape[init.ndim - len(shape) - 1] if has_rows else 32
@@ -127,11 +145,32 @@ def check_problem(
     if x is not None:
         check_tensor(x, "x")
         b = x.shape[0]
+        if b == 0:
+            raise ValueError(
+                f"x is empty (shape {tuple(x.shape)}); expected at least one input (B >= 1)"
+            )
+        x_shape = getattr(energy, "x_shape", None)
+        if x_shape is not None and tuple(x.shape[1:]) != tuple(x_shape):
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; {type(energy).__name__} expects "
+                f"(B, *x_shape) = (B, {', '.join(map(str, x_shape))})"
+            )
         the_dtype, the_device = reference(x)
     else:
         b = 1
         the_dtype, the_device = reference(init, energy, dtype=dtype, device=device)
+    source = "x" if x is not None else ("dtype" if dtype is not None else "the energy")
+    if the_dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"{source} gives the dtype {the_dtype}; infer computes in float32 or float64 "
+            "(half precision cannot resolve minima): cast it, e.g. x.float()"
+        )
+    if the_device.type == "meta":
+        raise ValueError(f"{source} is on the meta device (no data); pass a real tensor")
     if merge_tol is None:
         merge_tol = 1e-3 * domain.diameter if domain is not None else 1e-2
     merge_tol = check_positive(merge_tol, "merge_tol")
-    return Problem(b, s, shape, the_dtype, the_device, merge_tol, resolve_solver(solver))
+    return Problem(
+        b, s, shape, the_dtype, the_device, merge_tol, resolve_solver(solver), auto, max_starts,
+        coverage,
+    )

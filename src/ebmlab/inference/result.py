@@ -27,6 +27,15 @@ class Inference:
         num_diverged: (B,) starts whose energy or gradient became non-finite (dropped).
         trajectory: (T, B, S, *y_shape) every start's path, when requested.
         z: (B, K, *z_shape) the latent part of joint (y, z) minima, for a ``LatentEnergy``.
+        hits: (B, K) how many starts ended in each minimum (0 in padded slots); they sum to
+            the kept starts of each input.
+        estimated_count: (B,) Chao1 estimate of the total number of minima from ``hits``
+            (:func:`ebmlab.inference.coverage.estimated_count`).
+        unseen_probability: (B,) Good–Turing estimate of the probability that one more start
+            finds a new minimum (:func:`ebmlab.inference.coverage.unseen_probability`).
+        first_hit: (B, K) the index (in the order the starts were drawn) of the first start
+            that reached each minimum: ``(first_hit < n).sum(1)`` minima were found by the first
+            n starts (``eb.plot.coverage``).
     """
 
     y: Tensor
@@ -39,6 +48,10 @@ class Inference:
     num_diverged: Tensor
     trajectory: Tensor | None = None
     z: Tensor | None = None
+    hits: Tensor | None = None
+    estimated_count: Tensor | None = None
+    unseen_probability: Tensor | None = None
+    first_hit: Tensor | None = None
 
     @property
     def best(self) -> Tensor:

@@ -28,13 +28,14 @@ class _FixedLatent(Energy):
         super().__init__()
         self.latent_energy = latent_energy
         self.z_shape = z_shape
-        self.x_shape = x_shape
+        self.inner_x_shape = x_shape  # not Energy.x_shape: x here packs (z, x)
         self.dz = math.prod(z_shape)
         self.y_shape = latent_energy.y_shape
 
     def _unpack(self, cond: Tensor) -> tuple[Tensor, Tensor | None]:
         z = cond[:, : self.dz].reshape(-1, *self.z_shape)
-        x = None if self.x_shape is None else cond[:, self.dz :].reshape(-1, *self.x_shape)
+        shape = self.inner_x_shape
+        x = None if shape is None else cond[:, self.dz :].reshape(-1, *shape)
         return z, x
 
     def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
