@@ -14,7 +14,10 @@ B, K = 5, 3
 EXTRA = {
     "denoising_score_matching": {"sigma": 0.5},
 }
-STOCHASTIC = {"sliced_score_matching", "denoising_score_matching"}
+STOCHASTIC = {
+    "sliced_score_matching", "denoising_score_matching", "diffusion_recovery_likelihood",
+    "energy_discrepancy",
+}
 
 
 def _inputs(name: str, dtype: torch.dtype, generator: torch.Generator):

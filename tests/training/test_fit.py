@@ -68,7 +68,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     model = eb.energies.Quadratic(torch.eye(1))
     with pytest.raises(DivergenceError, match="diverged at step 7") as info:
         eb.fit(model, torch.randn(16, 1), exploding, num_steps=20, checkpoint_dir=tmp_path,
-               checkpoint_every=3, log_every=5, progress=False)
+               checkpoint_every=3, log_every=5, progress=False, on_divergence="raise")
     assert info.value.step == 7
     step, tensors, _ = read_checkpoint(tmp_path)
     assert step == 6 and str(info.value.checkpoint).endswith("step-000000006.json")
@@ -128,8 +128,8 @@ def test_evaluate_callback_and_custom_callback():
 def test_bad_arguments_are_refused():
     model = eb.energies.Quadratic(torch.eye(1))
     y = torch.randn(8, 1)
-    with pytest.raises(ValueError, match="needs negatives"):
-        eb.fit(model, y, "hinge", num_steps=1, progress=False)
+    # a contrastive loss without negatives= gets the default (persistent Langevin chains)
+    eb.fit(model, y, "hinge", loss_options={"margin": 1.0}, num_steps=1, progress=False)
     with pytest.raises(ValueError, match="loss must be one of"):
         eb.fit(model, y, "hingee", num_steps=1, progress=False)
     with pytest.raises(ValueError, match="no option 'margn'"):

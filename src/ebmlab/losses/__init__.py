@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from ebmlab.losses.discrepancy import energy_discrepancy
 from ebmlab.losses.likelihood import contrastive_divergence, mee, nll
 from ebmlab.losses.margin import (
     energy_loss,
@@ -33,7 +34,8 @@ from ebmlab.losses.margin import (
     square_square,
 )
 from ebmlab.losses.nce import info_nce, nce
-from ebmlab.losses.regularizers import energy_l2, gradient_penalty, spectral_norm
+from ebmlab.losses.recovery import diffusion_recovery_likelihood
+from ebmlab.losses.regularizers import energy_gap, energy_l2, gradient_penalty, spectral_norm
 from ebmlab.losses.score import (
     denoising_score_matching,
     exact_score_matching,
@@ -60,6 +62,8 @@ LOSSES = {
         exact_score_matching,
         sliced_score_matching,
         denoising_score_matching,
+        diffusion_recovery_likelihood,
+        energy_discrepancy,
     )
 }
 
@@ -111,7 +115,10 @@ __all__ = [
     "exact_score_matching",
     "sliced_score_matching",
     "denoising_score_matching",
+    "diffusion_recovery_likelihood",
+    "energy_discrepancy",
     "energy_l2",
+    "energy_gap",
     "gradient_penalty",
     "spectral_norm",
 ]

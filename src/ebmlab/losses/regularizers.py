@@ -1,4 +1,4 @@
-"""Regularisers of an energy's scale or slope: energy L2, gradient penalty, spectral norm."""
+"""Regularisers of scale or slope: energy L2, energy gap, gradient penalty, spectral norm."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ebmlab.losses._common import (
     reduce,
 )
 
-__all__ = ["energy_l2", "gradient_penalty", "spectral_norm"]
+__all__ = ["energy_l2", "energy_gap", "gradient_penalty", "spectral_norm"]
 
 
 def energy_l2(e_pos: Tensor, e_neg: Tensor | None = None, *, reduction: str = "mean") -> Tensor:
@@ -56,6 +56,38 @@ def energy_l2(e_pos: Tensor, e_neg: Tensor | None = None, *, reduction: str = "m
         return reduce(check_tensor(e_pos, "e_pos").square(), reduction)
     e_pos, e_neg = check_pair(e_pos, e_neg)
     return reduce(e_pos.square() + e_neg.square(), reduction)
+
+
+def energy_gap(e_pos: Tensor, e_neg: Tensor) -> Tensor:
+    r"""Compute the squared energy gap :math:`R = (\overline{E_I} - \overline{E_C})^2`.
+
+    The square of the difference between the mean energy of the negatives and that of the
+    data (a batch statistic: there is no per-example form). Added to contrastive divergence
+    with weight :math:`\alpha`, the total gradient is the CD gradient times
+    :math:`1 - 2\alpha\,\mathrm{gap}`: the gap cannot grow past :math:`1/(2\alpha)`, and where
+    the sampler matches the data (gap 0, CD's fixed point) it pulls nothing. Unlike
+    :func:`energy_l2`, which penalises the spread of the energies over the data and so widens
+    the modes (a Gaussian's fitted variance grows by ~70 % at weight 0.1 in the tests), it
+    does not bias the fitted density. ``eb.fit``'s default regulariser for CD.
+
+    Args:
+        e_pos: energies of data, shape ``S``.
+        e_neg: energies of negatives, shape ``S`` or ``S + (K,)``.
+
+    Returns:
+        A scalar.
+
+    Raises:
+        TypeError: if an input is not a floating tensor or the dtypes differ.
+        ValueError: if the shapes do not match.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> eb.losses.energy_gap(torch.tensor([1.0, 3.0]), torch.tensor([4.0, 6.0])).item()
+        9.0
+    """
+    e_pos, e_neg = check_pair(e_pos, e_neg)
+    return (e_neg.mean() - e_pos.mean()).square()
 
 
 def gradient_penalty(

@@ -6,10 +6,13 @@ The records it fills live in :mod:`ebmlab.training.run`, the checkpointed state 
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,63 @@ import torch
 from torch import Tensor, nn
 
 from ebmlab._checks import check_generator, check_positive, check_positive_int
+from ebmlab.energy import check_energy_output
+from ebmlab.losses import contrastive_divergence, energy_gap
 from ebmlab.training import distributed, state
 from ebmlab.training.batches import Batches, split_data
 from ebmlab.training.callbacks import Callback, CSVLogger
 from ebmlab.training.lock import locks_checkpoint_dir
-from ebmlab.training.negatives import check_negatives_output
+from ebmlab.training.negatives import Gaussian, check_negatives_output, default_negatives
 from ebmlab.training.run import DivergenceError, History, LossSpec, Run, resolve_loss
 
 # History, Run, DivergenceError, resolve_loss and LossSpec are re-exported: they lived here.
-__all__ = ["fit", "History", "Run", "DivergenceError", "resolve_loss", "LossSpec"]
+__all__ = [
+    "fit",
+    "History",
+    "Run",
+    "DivergenceError",
+    "resolve_loss",
+    "LossSpec",
+    "default_regularizer",
+    "ON_DIVERGENCE",
+    "MAX_ROLLBACKS",
+    "ROLLBACK_LR_FACTOR",
+    "MAX_ENERGY_GAP",
+    "DEFAULT_REGULARIZER_WEIGHT",
+]
+
+_logger = logging.getLogger("ebmlab.training")
+
+ON_DIVERGENCE = ("rollback", "raise", "ignore")
+MAX_ROLLBACKS = 5  # consecutive rollbacks (no progress past the divergence) before raising
+ROLLBACK_LR_FACTOR = 0.5  # each rollback multiplies the learning rate (and the scheduler's) by it
+KEPT_STATES = 4  # good states kept in memory (one per logging point) to roll back to
+MAX_ENERGY_GAP = 1e4  # |mean E(negatives) - mean E(data)| past this is a divergence
+DEFAULT_REGULARIZER_WEIGHT = 0.1
+
+
+def default_regularizer(e_pos: Tensor, e_neg: Tensor) -> Tensor:
+    r"""The regulariser contrastive divergence gets by default: :math:`0.1\,\mathrm{gap}^2`.
+
+    ``0.1 * eb.losses.energy_gap(e_pos, e_neg)``, the squared difference of the mean
+    energies of negatives and data: the CD gradient is scaled by :math:`1 - 0.2\,\mathrm{gap}`,
+    so the gap cannot run away past 5 nats, and at CD's fixed point (gap 0) it pulls nothing
+    (``energy_l2`` would widen the modes, see docs/training.md). Pass ``regularizer=None``
+    to :func:`fit` to train without it.
+
+    Example:
+        >>> import torch
+        >>> round(default_regularizer(torch.tensor([1.0]), torch.tensor([-2.0])).item(), 6)
+        0.9
+    """
+    if not distributed.is_distributed():
+        return DEFAULT_REGULARIZER_WEIGHT * energy_gap(e_pos, e_neg)
+    # Under torchrun the gap is a statistic of the global batch: with G the all-reduced gap
+    # (detached), 2 G * gap_r has the gradient 2 G grad(gap_r), which DDP averages into
+    # 2 G grad(G) = grad(G^2): the step of one process on the whole batch; the value is G^2.
+    gap = e_neg.mean() - e_pos.mean()
+    g = distributed.all_reduce_mean(gap.detach())
+    return DEFAULT_REGULARIZER_WEIGHT * (g.square() + 2 * g * (gap - gap.detach()))
 
 
 def _flat_energy(
@@ -69,13 +120,14 @@ def fit(
     num_steps: int,
     batch_size: int = 256,
     loss_options: Mapping[str, Any] | None = None,
-    regularizer: Callable[..., Tensor] | None = None,
+    regularizer: Callable[..., Tensor] | str | None = "default",
     scheduler: Any = None,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     keep_checkpoints: int = 2,
-    resume: bool = True,
+    resume: bool | str = True,
+    on_divergence: str = "rollback",
     clip_grad_norm: float | None = None,
     seed: int = 0,
     generator: torch.Generator | None = None,
@@ -86,17 +138,44 @@ def fit(
     r"""Train ``energy`` on ``data`` by minimising a loss functional; return its :class:`History`.
 
     Each step draws a mini-batch (stateless in the step number), asks ``negatives`` for the
-    offending answers, evaluates the loss, back-propagates, clips and steps the optimiser. The
-    loop itself adds only a few tensor operations per step: the running statistics stay on the
-    device and are read (one synchronisation) every ``log_every`` steps, when the progress bar,
-    the callbacks and the divergence check see them.
+    offending answers, evaluates the loss, back-propagates, checks that the loss, the mean
+    energies and the gradient are finite (one scalar read per step), clips and steps the
+    optimiser. The other statistics stay on the device and are read every ``log_every``
+    steps, when the progress bar (loss and energy gap), the callbacks and the rest of the
+    divergence check (finite parameters, an energy gap below ``MAX_ENERGY_GAP`` = 1e4) see
+    them.
 
-    Checkpoints hold the energy's parameters and buffers, the optimiser and scheduler, the
-    negatives' replay buffer, every random state (``generator``, torch's global RNGs) and the
-    history; they are written atomically (see :mod:`ebmlab.training.checkpoint`). With
-    ``resume=True`` a run continues from the latest checkpoint in ``checkpoint_dir`` and ends
-    bit-identical on CPU to a run that was never interrupted (same thread count). A metrics CSV
-    is written to ``checkpoint_dir/metrics.csv``.
+    **Defaults.** A loss that needs negatives and gets ``negatives=None`` uses
+    :func:`ebmlab.training.negatives.default_negatives` (persistent Langevin chains from a
+    replay buffer, 5 % restarted inside the data's bounding box, step set from the data's
+    scale); NCE gets Gaussian noise fitted to the data (16 per point).
+    ``contrastive_divergence`` gets :func:`default_regularizer` (``0.1 * energy_l2``) unless
+    ``regularizer=None``.
+
+    **Divergence.** A non-finite loss, energy or gradient (caught before the optimiser steps),
+    non-finite parameters or an energy gap past ``MAX_ENERGY_GAP``: with
+    ``on_divergence="rollback"`` (default) the last good state (kept in memory at every
+    logging point: parameters, optimiser, scheduler, replay buffer, random states, history) is
+    restored, the negatives are reseeded (a fresh generator seed, replay buffer refilled) and
+    the learning rate is multiplied by ``ROLLBACK_LR_FACTOR`` = 0.5 (compounded when the same
+    state is restored again), and training continues; each rollback is recorded in
+    ``History.rollbacks`` and in the records' ``rollbacks`` column (so in the metrics CSV).
+    After ``MAX_ROLLBACKS`` = 5 rollbacks in a row (without getting past the step that
+    diverged) it raises :class:`DivergenceError` with the history.
+    ``"raise"`` raises at the first divergence; ``"ignore"`` skips steps whose loss or
+    gradient is not finite (the optimiser does not step) and checks nothing else. A checkpoint
+    holding non-finite tensors is never written.
+
+    **Checkpoints** hold the energy's parameters and buffers, the optimiser and scheduler, the
+    negatives' replay buffer, every random state (``generator``, torch's global RNGs), the
+    history and a fingerprint of the run's configuration (energy class and shapes, loss and
+    options, regulariser, negatives and their settings, optimiser class and hyper-parameters,
+    batch size, seed, data shape and checksum); they are written atomically (see
+    :mod:`ebmlab.training.checkpoint`). With ``resume=True`` a run continues from the latest
+    checkpoint in ``checkpoint_dir`` if its fingerprint matches (else ``ValueError`` naming
+    the fields that differ; ``resume="force"`` continues anyway) and ends bit-identical on CPU
+    to a run that was never interrupted (same thread count). Resuming is logged (logger
+    ``ebmlab.training``). A metrics CSV is written to ``checkpoint_dir/metrics.csv``.
 
     Under ``torchrun --nproc_per_node N`` the same call trains data-parallel (see
     :mod:`ebmlab.training.distributed`): each process takes ``batch_size / N`` rows of the
@@ -111,7 +190,7 @@ def fit(
         loss: a name of ``eb.losses.LOSSES`` or a callable whose parameter names say what it
             needs (see :func:`resolve_loss`), e.g. ``lambda e_pos, e_neg: ...``.
         negatives: a negative source (``eb.training.negatives``) called as
-            ``negatives(energy, y, x, generator=...)``; required by contrastive losses. A
+            ``negatives(energy, y, x, generator=...)``, or ``None`` for the default above. A
             source with ``is_marginal = True`` samples the marginal: it gets ``x=None`` and its
             negatives are scored as ``energy(y_neg)`` (JEM, ``eb.training.images``).
         optimizer: a ``torch.optim.Optimizer``, a factory ``params -> Optimizer``, or
@@ -119,31 +198,39 @@ def fit(
         num_steps: total number of optimisation steps (including resumed ones).
         batch_size: rows per step (the whole data set when it is smaller).
         loss_options: fixed keyword options of the loss (``margin``, ``sigma``, ...).
-        regularizer: optional callable added to the loss, named like a loss
-            (e.g. ``lambda e_pos, e_neg: 0.1 * eb.losses.energy_l2(e_pos, e_neg)``).
+        regularizer: a callable added to the loss, named like a loss (e.g.
+            ``lambda e_pos, e_neg: 0.1 * eb.losses.energy_l2(e_pos, e_neg)``); ``"default"``
+            for :func:`default_regularizer` with contrastive divergence and nothing otherwise;
+            ``None`` for none.
         scheduler: an optional learning-rate scheduler, stepped once per step.
         callbacks: :class:`ebmlab.training.Callback` objects (logging, evaluation).
         checkpoint_dir: folder of checkpoints and metrics; ``None`` for none.
         checkpoint_every: steps between checkpoints (default: a tenth of ``num_steps``); one
             is always written at the end.
         keep_checkpoints: how many recent checkpoints to keep.
-        resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one;
-            with ``False`` a folder that holds checkpoints is refused.
+        resume: ``True``: continue from the latest checkpoint in ``checkpoint_dir`` if there
+            is one and its configuration matches; ``False``: a folder that holds checkpoints
+            is refused; ``"force"``: continue even if the configuration changed (logged; a
+            changed optimiser class starts from a fresh optimiser state).
+        on_divergence: ``"rollback"``, ``"raise"`` or ``"ignore"`` (see above).
         clip_grad_norm: clip the gradient's global norm to this value.
         seed: seeds the batches and, without ``generator``, the negatives and the loss.
         generator: the random source of negatives and stochastic losses (its state is
             checkpointed); by default one seeded with ``seed`` on the data's device.
-        log_every: steps between statistics reads (progress bar, callbacks, divergence check).
-        progress: show a tqdm progress bar (loss and energy gap).
+        log_every: steps between statistics reads (progress bar, callbacks, divergence check,
+            in-memory good state for rollbacks).
+        progress: show a tqdm progress bar (loss, energy gap, rollbacks).
         description: the progress bar's label.
 
     Returns:
         The :class:`History`.
 
     Raises:
-        DivergenceError: the loss or an energy became non-finite; names the step and the last
-            good checkpoint (no checkpoint is written after a divergence).
-        ValueError, TypeError: bad arguments, or a checkpoint that fails its checks.
+        DivergenceError: training diverged (``on_divergence="raise"``) or kept diverging
+            after ``MAX_ROLLBACKS`` rollbacks in a row; names the step, the cause and the last good
+            checkpoint, and carries the history.
+        ValueError, TypeError: bad arguments, a checkpoint that fails its checks, or one of a
+            run with another configuration.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -155,19 +242,26 @@ def fit(
         >>> hist = eb.fit(model, data, "contrastive_divergence",
         ...               negatives=Sampled(num_steps=10, step_size=0.05, init="data"),
         ...               optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
-        ...               num_steps=200, progress=False)
+        ...               regularizer=None, num_steps=200, progress=False)
         >>> round(float(model.mean.detach()), 1)
         2.0
     """
     _check_arguments(energy, num_steps, batch_size, log_every, keep_checkpoints, generator,
                      seed, clip_grad_norm)
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}; got {on_divergence!r}")
+    if resume not in (True, False, "force"):
+        raise ValueError(f"resume must be True, False or 'force'; got {resume!r}")
     spec = resolve_loss(loss, loss_options)
+    regularizer = _default_regularizer(spec) if _is_default(regularizer) else regularizer
     reg = resolve_loss(regularizer) if regularizer is not None else None
-    objective = _Objective(spec, reg, negatives, _needs_negatives(spec, reg, negatives))
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be ebmlab.training.Callback; got {type(cb).__name__}")
     y_all, x_all = split_data(data)
+    if negatives is None and (spec.needs_negatives or (reg is not None and reg.needs_negatives)):
+        negatives = _default_negatives(spec, y_all)
+    objective = _Objective(spec, reg, negatives, _needs_negatives(spec, reg, negatives))
     batches = Batches(y_all, x_all, batch_size, seed)
     # Under torchrun: every rank draws the same global batch and keeps its slice (see
     # ebmlab.training.distributed); a single process has rank 0 of 1 and is unchanged.
@@ -186,8 +280,13 @@ def fit(
         callbacks.append(CSVLogger(folder / "metrics.csv"))
 
     history = History()
+    fingerprint = (
+        state.fingerprint(energy, loss, loss_options, regularizer, negatives, opt, batch_size,
+                          seed, y_all, x_all)
+        if folder is not None else None
+    )
     start, last_checkpoint = state.resume(folder, resume, energy, opt, scheduler, negatives,
-                                          generator, history, seed)
+                                          generator, history, seed, fingerprint, num_steps)
     history.checkpoint = last_checkpoint
     run = Run(energy, opt, start, num_steps, history, folder, is_resumed=start > 0)
     for cb in callbacks:
@@ -195,6 +294,9 @@ def fit(
 
     event_ndim = y_all.ndim - 1
     params = [p for p in energy.parameters() if p.requires_grad]
+    guard = _Guard(on_divergence, energy, opt, scheduler, negatives, generator, history, seed,
+                   rank, world)
+    guard.keep(start)
     stats: Tensor | None = None  # (log_every, 3) per-step statistics, read once per interval
     nan: Tensor | None = None
     bar = _progress(progress and is_main, num_steps, start, description)
@@ -204,7 +306,7 @@ def fit(
     began = time.perf_counter()
     energy.train()
     try:
-        for step in range(start, num_steps):
+        while step < num_steps:
             y, x = batches(step)
             if world > 1:
                 y, x = y[part], None if x is None else x[part]
@@ -212,32 +314,49 @@ def fit(
                                             is_first=step == start)
             opt.zero_grad(set_to_none=True)
             value.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
             if stats is None:
                 stats = torch.zeros(log_every, 3, dtype=value.dtype, device=value.device)
                 nan = torch.full((), math.nan, dtype=value.dtype, device=value.device)
             e_pos_mean = e_pos.detach().mean()
             e_neg_mean = nan if e_neg is None else e_neg.detach().mean()
-            torch.stack((value.detach(), e_pos_mean, e_neg_mean), out=stats[pending])
-            pending += 1
+            row = stats[pending]
+            torch.stack((value.detach(), e_pos_mean, e_neg_mean), out=row)
             done = step + 1
+            if not guard.is_finite_step(row, params, e_neg is not None):
+                # caught before the optimiser steps: the parameters are still the good ones
+                if on_divergence == "ignore":
+                    guard.skipped += 1
+                else:
+                    step, pending = guard.diverged(done, "a non-finite loss, energy or "
+                                                   "gradient", last_checkpoint, bar), 0
+                    continue
+            else:
+                if clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+            pending += 1
             is_checkpoint = folder is not None and (
                 done % checkpoint_every == 0 or done == num_steps
             )
             if pending == log_every or is_checkpoint or done == num_steps:
                 run.step = done
-                _log(stats[:pending], run, last_checkpoint, e_neg is not None, began,
-                     callbacks, bar)
+                record = _log(stats[:pending], run, last_checkpoint, e_neg is not None, began,
+                              callbacks, bar, guard)
                 pending = 0
-            if is_checkpoint:
-                last_checkpoint = state.save(folder, done, energy, opt, scheduler, negatives,
-                                             generator, history, keep_checkpoints)
-                for cb in callbacks:
-                    cb.on_checkpoint(run, last_checkpoint)
+                reason = guard.check_interval(record, params)
+                if reason is not None:
+                    step = guard.diverged(done, reason, last_checkpoint, bar)
+                    continue
+                guard.keep(done)
+                if is_checkpoint:
+                    last_checkpoint = state.save(folder, done, energy, opt, scheduler,
+                                                 negatives, generator, history,
+                                                 keep_checkpoints, fingerprint)
+                    for cb in callbacks:
+                        cb.on_checkpoint(run, last_checkpoint)
+            step = done
     except BaseException as err:
         distributed.report_failure(err, f"at step {step + 1}")  # names the rank; re-raised
         raise
@@ -248,6 +367,177 @@ def fit(
     for cb in callbacks:
         cb.on_end(run)
     return history
+
+
+def _is_default(regularizer: object) -> bool:
+    if isinstance(regularizer, str):
+        if regularizer != "default":
+            raise ValueError(
+                f"regularizer must be a callable, None or 'default'; got {regularizer!r}"
+            )
+        return True
+    return False
+
+
+def _default_regularizer(spec: LossSpec) -> Callable[..., Tensor] | None:
+    """``regularizer="default"``: :func:`default_regularizer` for CD, nothing otherwise."""
+    return default_regularizer if spec.fn is contrastive_divergence else None
+
+
+def _default_negatives(spec: LossSpec, y: Tensor) -> Any:
+    """``negatives=None`` with a loss that needs negatives: see :func:`fit`."""
+    if spec.needs_noise_density:  # NCE: Gaussian noise covering the data, 16 per point
+        flat = y.detach().reshape(y.shape[0], -1)
+        mean = flat.mean(0).reshape(y.shape[1:])
+        scale = float(flat.std(0).max()) * 1.5 if y.shape[0] > 1 else 1.0
+        return Gaussian(scale if math.isfinite(scale) and scale > 0 else 1.0, mean=mean, num=16)
+    return default_negatives(y)
+
+
+@dataclass
+class _Good:
+    """A good state kept in memory at a logging point, to roll back to."""
+
+    step: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    scheduler: Any
+    negatives: dict[str, Tensor] | None
+    generator: Tensor
+    torch_rng: Tensor
+    num_records: int
+    scale: float  # the learning-rate scale of the rollbacks made before this state
+
+
+@dataclass
+class _Guard:
+    """The divergence check, the good state kept in memory and the rollback."""
+
+    mode: str
+    energy: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    negatives: Any
+    generator: torch.Generator
+    history: History
+    seed: int
+    rank: int
+    world: int
+    skipped: int = 0
+    goods: deque[_Good] = field(default_factory=lambda: deque(maxlen=KEPT_STATES))
+    scale: float = 1.0  # product of the rollbacks' learning-rate factors
+    streak: int = 0  # rollbacks since training last got past the step that diverged
+    bad_step: int = -1
+    checks: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.checks = self.mode != "ignore"
+
+    def is_finite_step(self, row: Tensor, params: list[nn.Parameter], has_neg: bool) -> bool:
+        """Whether the step's loss, mean energies and gradient are finite (one scalar read)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        total = row[0] + row[1] + (row[2] if has_neg else 0.0)
+        if grads:
+            total = total + torch.nn.utils.get_total_norm(grads, foreach=True)
+        bad = (~torch.isfinite(total)).to(row.dtype)
+        if self.world > 1:
+            bad = distributed.all_reduce_mean(bad)  # every rank takes the same decision
+        return not bool(bad)
+
+    def check_interval(self, record: dict[str, float], params: list[nn.Parameter]) -> str | None:
+        """At a logging point: finite parameters and a bounded energy gap, or the reason."""
+        if not self.checks:
+            return None
+        tensors = [p.detach() for p in params] + [
+            b for b in self.energy.buffers() if b.is_floating_point()
+        ]
+        if tensors and not bool(torch.isfinite(torch.cat([t.flatten() for t in tensors])).all()):
+            return "non-finite parameters"
+        gap = record.get("gap", math.nan)
+        if math.isfinite(gap) and abs(gap) > MAX_ENERGY_GAP:
+            return f"an energy gap of {gap:.4g} (past {MAX_ENERGY_GAP:g})"
+        return None
+
+    def keep(self, step: int) -> None:
+        """Remember the current state as the last good one (the last few are kept)."""
+        if step > self.bad_step:
+            self.streak = 0
+        neg = self.negatives
+        self.goods.append(_Good(
+            step=step,
+            model={k: v.detach().clone() for k, v in self.energy.state_dict().items()},
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            scheduler=None if self.scheduler is None else copy.deepcopy(
+                self.scheduler.state_dict()),
+            negatives={k: v.clone() for k, v in neg.state_dict().items()}
+            if state.is_stateful(neg) else None,
+            generator=self.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            num_records=len(self.history.records),
+            scale=self.scale,
+        ))
+
+    def diverged(self, step: int, reason: str, last_checkpoint: Path | None, bar: Any) -> int:
+        """Handle a divergence seen at ``step``: raise, or roll back; return the step to redo.
+
+        The first rollback restores the last good state; each further one before training
+        gets past ``step`` again goes one kept state further back (a state just before a
+        divergence can already be on its way there). The learning rate is halved each time.
+        """
+        used = len(self.history.rollbacks)
+        if self.mode == "raise" or not self.goods or (
+            self.streak >= MAX_ROLLBACKS and step <= self.bad_step
+        ):
+            kept = (
+                f"the last good checkpoint is {last_checkpoint}"
+                if last_checkpoint is not None
+                else "no checkpoint was written before it"
+            )
+            tail = "" if self.mode == "raise" else f" after {self.streak} rollbacks in a row"
+            raise DivergenceError(
+                f"training diverged at step {step}: {reason}{tail}; {kept}. Lower the learning "
+                "rate, clip gradients (clip_grad_norm=...), or regularise the energies "
+                "(eb.losses.energy_l2).",
+                step,
+                last_checkpoint,
+                self.history,
+            )
+        if step > self.bad_step:
+            self.streak = 0
+        self.streak += 1
+        self.bad_step = max(self.bad_step, step)
+        if self.streak > 1 and len(self.goods) > 1:
+            self.goods.pop()
+        good = self.goods[-1]
+        self.scale *= ROLLBACK_LR_FACTOR
+        factor = self.scale / good.scale
+        self.energy.load_state_dict(good.model)
+        self.optimizer.load_state_dict(copy.deepcopy(good.optimizer))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["lr"] * factor
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(copy.deepcopy(good.scheduler))
+            if hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        if good.negatives is not None:
+            self.negatives.load_state_dict({k: v.clone() for k, v in good.negatives.items()})
+        if hasattr(self.negatives, "reset"):
+            self.negatives.reset()  # chains restart from noise
+        torch.set_rng_state(good.torch_rng)
+        self.generator.manual_seed(distributed.derive_seed(
+            self.seed * 1_000_003 + 7919 * (used + 1) + good.step, self.rank))
+        del self.history.records[good.num_records:]
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.history.rollbacks.append(
+            {"step": step, "restored": good.step, "reason": reason, "lr": lr})
+        _logger.warning("training diverged at step %d (%s): rolled back to step %d, learning "
+                        "rate now %.3g (rollback %d in a row of at most %d)", step, reason,
+                        good.step, lr, self.streak, MAX_ROLLBACKS)
+        if bar is not None:
+            bar.n = good.step
+            bar.set_postfix(rollbacks=used + 1)
+            bar.refresh()
+        return good.step
 
 
 def _check_arguments(
@@ -334,6 +624,8 @@ class _Objective:
             if is_first:
                 check_negatives_output(y_neg, y)
         e_pos = model(y, x)
+        if is_first:  # once per run: an energy of shape (B, 1) would broadcast in the loss
+            check_energy_output(e_pos, y.shape[0], f"energy {type(energy).__name__}")
         e_neg = _flat_energy(model, y_neg, x_neg, event_ndim) if y_neg is not None else None
         values = {
             "e_pos": e_pos, "e_data": e_pos, "e_neg": e_neg, "e_min": e_neg,
@@ -351,21 +643,31 @@ class _Objective:
 
 def _log(
     stats: Tensor, run: Run, last_checkpoint: Path | None, has_negatives: bool, began: float,
-    callbacks: Sequence[Callback], bar: Any,
-) -> None:
+    callbacks: Sequence[Callback], bar: Any, guard: _Guard,
+) -> dict[str, float]:
     """One logging point: read the statistics (mean over ranks), record, call back, show."""
     block = distributed.all_reduce_mean(stats)  # mean over ranks
-    record = _flush(block, run.step, last_checkpoint, has_negatives)
+    record = _flush(block, run.step, last_checkpoint, has_negatives, strict=guard.checks)
     record["lr"] = float(run.optimizer.param_groups[0]["lr"])
     record["time"] = time.perf_counter() - began
+    if guard.history.rollbacks:
+        record["rollbacks"] = len(guard.history.rollbacks)
+    if guard.skipped:
+        record["skipped"] = guard.skipped
     for cb in callbacks:
         record.update(cb.evaluate(run) or {})
     run.history.records.append(record)
     for cb in callbacks:
         cb.on_log(run, record)
     if bar is not None:
+        bar.n = run.step - stats.shape[0]
         bar.update(stats.shape[0])
-        bar.set_postfix(loss=f"{record['loss']:.4g}", gap=f"{record['gap']:.4g}")
+        # A metric that does not apply (the gap without negatives) is left out, not shown NaN.
+        postfix = {k: f"{record[k]:.4g}" for k in ("loss", "gap") if math.isfinite(record[k])}
+        if guard.history.rollbacks:
+            postfix["rollbacks"] = str(len(guard.history.rollbacks))
+        bar.set_postfix(postfix)
+    return record
 
 
 def _progress(progress: bool, total: int, initial: int, description: str) -> Any:
@@ -377,12 +679,21 @@ def _progress(progress: bool, total: int, initial: int, description: str) -> Any
 
 
 def _flush(
-    block: Tensor, done: int, last_checkpoint: Path | None, has_negatives: bool
+    block: Tensor, done: int, last_checkpoint: Path | None, has_negatives: bool,
+    strict: bool = True,
 ) -> dict[str, float]:
-    """Read the pending statistics once; raise on the first non-finite step."""
+    """Read the pending statistics once; raise on the first non-finite step if ``strict``.
+
+    Not strict (``on_divergence="ignore"``), the skipped non-finite steps are left out of
+    the means.
+    """
     values = block.tolist()  # the one synchronisation per logging interval
     first = done - len(values) + 1
-    for i, (loss, e_pos, e_neg) in enumerate(values):
+    if not strict:
+        finite_rows = [v for v in values if all(math.isfinite(u) for u in v[: 3 if has_negatives
+                                                                       else 2])]
+        values = finite_rows or values
+    for i, (loss, e_pos, e_neg) in enumerate(values if strict else []):
         if not (math.isfinite(loss) and math.isfinite(e_pos)) or (
             has_negatives and not math.isfinite(e_neg)
         ):

@@ -28,17 +28,26 @@ _KNOWN_INPUTS = set(INPUTS)
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or energy; the message names the step.
+    """Training diverged and could not be recovered; the message names the step and the cause.
+
+    Raised by :func:`ebmlab.fit` with ``on_divergence="raise"`` at the first divergence, and
+    with ``"rollback"`` once the rollbacks are used up.
 
     Attributes:
-        step: the (1-based) step whose loss or energies were not finite.
-        checkpoint: the last good checkpoint (JSON path), or ``None``.
+        step: the (1-based) step whose loss, gradient, parameters or energy gap went wrong.
+        checkpoint: the last good checkpoint (JSON path), or ``None``; a checkpoint holding
+            non-finite tensors is never written, so this one is finite.
+        history: the run's :class:`History` up to the divergence (rollbacks included), or
+            ``None``.
     """
 
-    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+    def __init__(
+        self, message: str, step: int, checkpoint: Path | None, history: History | None = None
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
+        self.history = history
 
 
 @dataclass
@@ -49,15 +58,24 @@ class History:
     ``gap`` (= energy_neg − energy_pos; NaN where the loss uses no negatives), averaged over the
     steps since the previous record, plus ``lr`` and whatever evaluation callbacks add.
 
+    A run that recovered from a divergence (``on_divergence="rollback"``) has one entry per
+    rollback in :attr:`rollbacks`, and every record after the first carries the running count
+    in the column ``rollbacks`` (so it reaches the metrics CSV).
+
     Attributes:
-        records: the records, in step order.
+        records: the records, in step order (after a rollback, the rolled-back steps are
+            replaced by the new attempt's).
         checkpoint: the JSON path of the last checkpoint written, if any.
         resumed_from: the step the run resumed from (0 for a fresh run).
+        rollbacks: one dict per rollback: ``step`` (where the divergence was seen),
+            ``restored`` (the step of the good state restored), ``reason``, ``lr`` (the new
+            learning rate of the first parameter group).
     """
 
     records: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_from: int = 0
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)

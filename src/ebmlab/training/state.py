@@ -5,10 +5,17 @@ scheduler, the negatives' replay buffer, rank 0's generator and the history unde
 keys, plus, in a distributed run, every other rank's generator and buffer under
 ``ranks.<r>.``. This module is the only place that knows those keys: :func:`save` and
 :func:`resume` are what the loop calls; the other functions are their parts.
+
+A checkpoint also stores the run's :func:`fingerprint` (its configuration); :func:`resume`
+refuses a checkpoint whose fingerprint differs from the live run's, naming the fields.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +38,131 @@ from ebmlab.training.checkpoint import (
 from ebmlab.training.run import History
 
 __all__ = [
+    "fingerprint",
+    "fingerprint_differences",
     "is_stateful",
     "save",
     "resume",
     "write",
     "restore",
+    "non_finite",
     "scheduler_state",
     "gather_rank_states",
     "restore_rank_state",
 ]
+
+
+_log = logging.getLogger("ebmlab.training")
+
+
+def _describe(value: object, depth: int = 0) -> object:
+    """A JSON-storable, process-independent description of a configuration value."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, torch.dtype | torch.device):
+        return str(value)
+    if isinstance(value, Tensor):
+        t = value.detach()
+        if t.numel() <= 16:
+            return {"tensor": t.to("cpu", torch.float64).flatten().tolist()
+                    if t.is_floating_point() else t.cpu().flatten().tolist(),
+                    "shape": list(t.shape)}
+        return {"shape": list(t.shape), "dtype": str(t.dtype), "sha256": _checksum(t)[:16]}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v, depth + 1) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v, depth + 1) for k, v in value.items()}
+    if callable(value) and hasattr(value, "__code__"):  # a function or lambda: name + code
+        code = value.__code__
+        consts = [c for c in code.co_consts if isinstance(c, (int, float, str, bool))]
+        body = hashlib.sha256(code.co_code + repr(consts).encode()).hexdigest()[:12]
+        return f"{getattr(value, '__qualname__', '?')}#{body}"
+    if depth < 2 and hasattr(value, "__dict__"):
+        fields = {k: _describe(v, depth + 1) for k, v in sorted(vars(value).items())
+                  if not k.startswith("_") and _is_setting(v)}
+        return {"class": type(value).__qualname__, **fields}
+    return type(value).__qualname__
+
+
+def _is_setting(value: object) -> bool:
+    """Whether an attribute is a setting: not state (a replay buffer, a module, big tensors)."""
+    if isinstance(value, Tensor):
+        return value.numel() <= 16
+    return not hasattr(value, "state_dict")
+
+
+def _checksum(t: Tensor) -> str:
+    data = t.detach().to("cpu").contiguous()
+    if data.dtype == torch.bfloat16:
+        data = data.float()
+    return hashlib.sha256(data.numpy().tobytes()).hexdigest()
+
+
+def fingerprint(
+    energy: nn.Module,
+    loss: object,
+    loss_options: Mapping[str, Any] | None,
+    regularizer: object,
+    negatives: object,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    seed: int,
+    y: Tensor,
+    x: Tensor | None,
+) -> dict[str, object]:
+    """Describe a run's configuration as a flat dict of JSON values (stored in checkpoints).
+
+    Fields: ``energy`` (class) and ``energy.shapes`` (every parameter and buffer's shape),
+    ``loss``, ``loss_options``, ``regularizer``, ``negatives`` (class and settings: steps,
+    step size, init, domain, ...), ``optimizer`` (class) and each hyper-parameter of its
+    first parameter group (``lr``, ``betas``, ``weight_decay``, ...), ``batch_size``, ``seed``,
+    ``data.shape`` and ``data.checksum`` (SHA-256 of ``y`` and ``x``). Functions are
+    described by name and a hash of their code, so the same script gives the same
+    fingerprint in every process.
+    """
+    fp: dict[str, object] = {
+        "energy": type(energy).__qualname__,
+        "energy.shapes": {k: list(v.shape) for k, v in energy.state_dict().items()},
+        "loss": _describe(loss),
+        "loss_options": _describe(dict(loss_options or {})),
+        "regularizer": _describe(regularizer),
+        "negatives": _describe(negatives),
+        "optimizer": type(optimizer).__qualname__,
+    }
+    groups = optimizer.param_groups
+    for key, value in (groups[0] if groups else {}).items():
+        if key not in ("params", "initial_lr"):
+            fp[key] = _describe(value)  # lr, betas, weight_decay, momentum, ...
+    fp["batch_size"] = int(batch_size)
+    fp["seed"] = int(seed)
+    fp["data.shape"] = [list(y.shape), None if x is None else list(x.shape)]
+    digest = hashlib.sha256(_checksum(y).encode())
+    if x is not None:
+        digest.update(_checksum(x).encode())
+    fp["data.checksum"] = digest.hexdigest()[:16]
+    return fp
+
+
+def fingerprint_differences(
+    saved: Mapping[str, object], live: Mapping[str, object]
+) -> list[str]:
+    """Return ``"field (checkpoint A, now B)"`` for every field whose value differs."""
+    out = []
+    for key in list(saved) + [k for k in live if k not in saved]:
+        a, b = saved.get(key, "<absent>"), live.get(key, "<absent>")
+        if a != b:
+            if key in ("data.checksum", "energy.shapes", "negatives", "regularizer", "loss"):
+                out.append(f"{key} (checkpoint {_short(a)}, now {_short(b)})")
+            else:
+                out.append(f"{key} (checkpoint {a!r}, now {b!r})")
+    return out
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def is_stateful(negatives: object) -> bool:
@@ -69,8 +192,14 @@ def write(
     history: History,
     keep: int,
     ranks: dict[str, Tensor] | None = None,
+    fingerprint: Mapping[str, object] | None = None,
 ) -> Path:
-    """Gather the whole training state and write it as one checkpoint (the only writer)."""
+    """Gather the whole training state and write it as one checkpoint (the only writer).
+
+    Raises:
+        CheckpointError: a floating tensor of the state is not finite (such a checkpoint is
+            never written: the last one on disk stays the last good one).
+    """
     tensors: dict[str, Tensor] = {}
     for name, t in energy.state_dict().items():
         tensors[f"model.{name}"] = t
@@ -81,13 +210,28 @@ def write(
             tensors[f"negatives.{name}"] = t
     tensors.update(generator_states({"generator": generator}))
     tensors.update(ranks or {})  # the other ranks' generators and buffers (distributed runs)
+    bad = non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"refusing to write the checkpoint of step {step} to {folder}: tensors "
+            f"{', '.join(bad[:5])} hold NaN or infinite values"
+        )
     meta = {
         "optimizer": opt_meta,
+        "optimizer_class": type(optimizer).__qualname__,
         "scheduler": None if scheduler is None else scheduler_state(scheduler),
         "history": history.records,
+        "rollbacks": to_jsonable(history.rollbacks, "history rollbacks"),
         "energy": type(energy).__name__,
+        "fingerprint": None if fingerprint is None else dict(fingerprint),
     }
     return write_checkpoint(folder, step, tensors, meta, keep=keep)
+
+
+def non_finite(tensors: Mapping[str, Tensor]) -> list[str]:
+    """Return the names of the floating tensors that hold a NaN or an infinity."""
+    return [k for k, t in tensors.items()
+            if t.is_floating_point() and not k.startswith("rng.") and not bool(t.isfinite().all())]
 
 
 def restore(
@@ -98,8 +242,17 @@ def restore(
     negatives: object,
     generator: torch.Generator,
     history: History,
+    *,
+    load_optimizer: bool = True,
 ) -> int:
-    """Load a checkpoint into the live objects; return its step."""
+    """Load a checkpoint into the live objects; return its step.
+
+    With ``load_optimizer=False`` the optimiser keeps its fresh state (a forced resume with
+    another optimiser class).
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the energy or the optimiser.
+    """
     step, tensors, meta = read_checkpoint(path)
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
@@ -109,8 +262,17 @@ def restore(
             f"checkpoint {path} does not fit this energy ({type(energy).__name__}; saved "
             f"from {meta.get('energy')}): {err}"
         ) from err
-    optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"],
-                                                  optimizer.state_dict()))
+    if load_optimizer:
+        saved = meta.get("optimizer_class")
+        try:
+            optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"],
+                                                          optimizer.state_dict()))
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise CheckpointError(
+                f"checkpoint {path} holds the state of another optimiser ({saved or 'unknown'}"
+                f"; this run uses {type(optimizer).__qualname__}): {err!r}. Use the run's "
+                "optimiser, or resume='force' to continue with a fresh optimiser state"
+            ) from err
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(meta["scheduler"])
     if is_stateful(negatives):
@@ -120,6 +282,7 @@ def restore(
         )
     restore_generator_states(tensors, {"generator": generator})
     history.records[:] = [dict(r) for r in meta["history"]]
+    history.rollbacks[:] = [dict(r) for r in meta.get("rollbacks") or []]
     return step
 
 
@@ -180,13 +343,22 @@ def resume(
     generator: torch.Generator,
     history: History,
     seed: int,
+    fingerprint: Mapping[str, object] | None = None,
+    num_steps: int | None = None,
 ) -> tuple[int, Path | None]:
     """Load the latest checkpoint of ``folder`` into the live objects, on every rank.
+
+    ``is_resume`` is ``True``, ``False`` or ``"force"``. The checkpoint's fingerprint must equal
+    ``fingerprint`` (the live run's configuration) unless ``is_resume == "force"``, which
+    logs the differences as a warning and continues (with a fresh optimiser state if the
+    optimiser class changed). Logs (``logging``, logger ``ebmlab.training``) the step it
+    resumes from, or that the run is already complete.
 
     Returns ``(start step, that checkpoint)``, or ``(0, None)`` when there is none.
 
     Raises:
-        ValueError: the folder holds checkpoints and ``is_resume`` is false.
+        ValueError: the folder holds checkpoints and ``is_resume`` is false, or their
+            configuration differs from this run's (the message names the fields).
     """
     latest = latest_checkpoint(folder) if folder is not None else None
     if latest is None:
@@ -196,7 +368,29 @@ def resume(
             f"checkpoint_dir {folder} holds checkpoints of an earlier run (latest "
             f"{latest.name}); pass resume=True to continue it, or use an empty folder"
         )
-    start = restore(latest, energy, optimizer, scheduler, negatives, generator, history)
+    _, _, meta = read_checkpoint(latest)
+    saved = meta.get("fingerprint")
+    load_optimizer = True
+    if saved is not None and fingerprint is not None:
+        diff = fingerprint_differences(saved, to_jsonable(dict(fingerprint), "fingerprint"))
+        if diff and is_resume != "force":
+            raise ValueError(
+                f"checkpoint_dir {folder} holds a run with another configuration: "
+                f"{'; '.join(diff)}. Use another checkpoint_dir for a new run, or "
+                "resume='force' to continue this one with the new settings"
+            )
+        if diff:
+            _log.warning("resume='force': continuing %s despite a changed configuration: %s",
+                         latest, "; ".join(diff))
+            load_optimizer = saved.get("optimizer") == fingerprint.get("optimizer")
+    start = restore(latest, energy, optimizer, scheduler, negatives, generator, history,
+                    load_optimizer=load_optimizer)
+    if num_steps is not None and start >= num_steps:
+        _log.warning("run in %s already complete at step %d (num_steps=%d): nothing to train",
+                     folder, start, num_steps)
+    else:
+        _log.info("resuming from step %d of %s (checkpoint %s)", start,
+                  "?" if num_steps is None else num_steps, latest.name)
     if distributed.world_size() > 1:
         restore_rank_state(read_checkpoint(latest)[1], negatives, generator, seed, start)
     history.resumed_from = start
@@ -213,6 +407,7 @@ def save(
     generator: torch.Generator,
     history: History,
     keep: int,
+    fingerprint: Mapping[str, object] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` (rank 0) and return its path on every rank.
 
@@ -223,7 +418,7 @@ def save(
     path: Path | None = None
     if distributed.is_main():
         path = write(folder, step, energy, optimizer, scheduler, negatives, generator, history,
-                     keep, ranks)
+                     keep, ranks, fingerprint)
     distributed.barrier()  # the checkpoint is committed before any rank moves on
     if path is None:
         path = latest_checkpoint(folder)
