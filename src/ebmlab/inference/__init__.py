@@ -11,9 +11,11 @@ from ebmlab.inference.lbfgs import LBFGS
 from ebmlab.inference.multistart import SOLVERS, minimize
 from ebmlab.inference.result import Inference
 from ebmlab.inference.solver import Objective, Solver
+from ebmlab.inference.unrolling import unroll
 
 __all__ = [
     "infer",
+    "unroll",
     "minimize",
     "argmin_discrete",
     "Inference",

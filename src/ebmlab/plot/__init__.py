@@ -7,6 +7,7 @@ from ebmlab.plot.figure import save, subplots
 from ebmlab.plot.gibbs import density, density_vs_beta, samples_on_density
 from ebmlab.plot.images import energy_trace, image_grid, ood_histogram, reliability_diagram
 from ebmlab.plot.implicit import implicit_modes, particle_trajectories
+from ebmlab.plot.inference import coverage
 from ebmlab.plot.landscape import conditional, landscape, modes, trajectories
 from ebmlab.plot.latent import (
     energy_vs_z,
@@ -19,6 +20,7 @@ from ebmlab.plot.latent import (
 from ebmlab.plot.samplers import chains, histogram_vs_exact, trace
 
 __all__ = [
+    "coverage",
     "free_energy_map",
     "energy_vs_z",
     "free_energy_vs_beta",
