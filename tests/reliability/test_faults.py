@@ -330,3 +330,17 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (FileNotFoundError, IndexError):
         return True
+
+
+def test_second_ebmlab_train_is_refused_before_touching_the_folder(
+    holder: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ebmlab.cli import main
+
+    proc, folder = holder
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    assert main(["train", str(cfg), "--output", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"pid {proc.pid}" in err and "in use" in err
+    assert not (folder / "config.toml").exists()  # the refused writer wrote nothing

@@ -10,11 +10,12 @@ The run folder gets the resolved config (``config.toml``, written atomically), t
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ebmlab.cli._common import (
     write_text_atomic,
 )
 from ebmlab.cli.config import DTYPES, ConfigError, build, dump_toml, load_config, resolve_config
-from ebmlab.training import distributed
+from ebmlab.training import distributed, lock
 from ebmlab.training.checkpoint import list_checkpoints
 from ebmlab.training.fit import fit
 from ebmlab.training.run import DivergenceError
@@ -129,6 +130,23 @@ def _callbacks(config: Mapping[str, Any], run_dir: Path) -> list[Any]:
         ) from err
 
 
+def _holding_run_folder(fn: Callable[..., Path]) -> Callable[..., Path]:
+    """Hold the run folder's lock (:mod:`ebmlab.training.lock`) around all of ``train``."""
+
+    @functools.wraps(fn)
+    def wrapper(config_path: str | Path, *, output: str | Path | None = None,
+                **kwargs: Any) -> Path:
+        raw = load_config(config_path)
+        if output is not None:
+            raw["output"] = str(output)
+        folder = resolve_config(raw)["output"]
+        with lock.hold(folder if lock.is_writer() else None):  # one writer per run folder
+            return fn(config_path, output=output, **kwargs)
+
+    return wrapper
+
+
+@_holding_run_folder
 def train(config_path: str | Path, *, output: str | Path | None = None,
           progress: bool = True, device: torch.device | str = "cpu") -> Path:
     """Run ``ebmlab train``: validate, build, train (resuming), and write the run folder.
@@ -151,7 +169,7 @@ def train(config_path: str | Path, *, output: str | Path | None = None,
     built = build(config, device)
     if is_main:
         _report_resume(run_dir, config["num_steps"])
-    is_new = not run_dir.exists()
+    is_new = not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} <= {lock.LOCK_NAME}
     distributed.barrier()  # every rank has read config.toml before rank 0 rewrites it
     try:
         callbacks = _callbacks(config, run_dir) if is_main else []
