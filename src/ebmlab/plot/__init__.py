@@ -17,7 +17,7 @@ from ebmlab.plot.latent import (
     manifold,
     responsibilities,
 )
-from ebmlab.plot.samplers import chains, histogram_vs_exact, trace
+from ebmlab.plot.samplers import chains, histogram_vs_exact, swap_rates, trace
 
 __all__ = [
     "coverage",
@@ -39,6 +39,7 @@ __all__ = [
     "chains",
     "histogram_vs_exact",
     "trace",
+    "swap_rates",
     "image_grid",
     "energy_trace",
     "reliability_diagram",

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ebmlab.samplers.driver import Chain
 
-__all__ = ["chains", "histogram_vs_exact", "trace"]
+__all__ = ["chains", "histogram_vs_exact", "trace", "swap_rates"]
 
 
 def _samples(chain: Chain | Tensor) -> Tensor:
@@ -140,4 +140,31 @@ def trace(
         ax.plot(samples[:, c, coordinate], lw=0.7)
     ax.set_xlabel("step")
     ax.set_ylabel(f"y[{coordinate}]")
+    return ax
+
+
+def swap_rates(chain: Chain, betas: list[float] | None = None, *, ax: Axes | None = None) -> Axes:
+    """Draw the swap acceptance of each neighbour pair of a ParallelTempering run.
+
+    Rates near 0 mark where the ladder of betas is too sparse (add temperatures there);
+    near 1, where it is denser than needed.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> pt = eb.samplers.ParallelTempering(eb.samplers.MALA(0.1), [1.0, 0.5, 0.25])
+        >>> chain = eb.sample(eb.energies.Quadratic(torch.eye(1)), torch.zeros(4, 1), pt, 10)
+        >>> ax = eb.plot.swap_rates(chain, [1.0, 0.5, 0.25])
+    """
+    from ebmlab.samplers.parallel_tempering import ParallelTempering
+
+    rates = ParallelTempering.swap_rates(chain.info).detach().cpu().double()
+    ax = axes_or_new(ax, figsize=(5.0, 3.0))
+    pairs = range(rates.shape[0])
+    ax.bar(list(pairs), rates.tolist(), color="C0")
+    if betas is not None:
+        labels = [f"{betas[i]:.3g}-{betas[i + 1]:.3g}" for i in pairs]
+        ax.set_xticks(list(pairs), labels, rotation=30)
+    ax.set_xlabel("neighbour pair (beta_k - beta_k+1)")
+    ax.set_ylabel("swap acceptance")
+    ax.set_ylim(0.0, 1.0)
     return ax

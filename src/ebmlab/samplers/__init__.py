@@ -1,4 +1,4 @@
-"""Sampling kernels (Langevin, MALA, HMC, NUTS, random walk), the ``sample`` driver, diagnostics.
+"""Sampling kernels (Langevin, MALA, HMC, NUTS, random walk, tempering, SVGD), sample, diagnostics.
 
 A kernel has ``init(y0, energy, x=None) -> State`` and
 ``step(state, energy, x=None, *, generator) -> (State, Info)``; :func:`sample` runs one.
@@ -16,8 +16,10 @@ from ebmlab.samplers.langevin import Langevin
 from ebmlab.samplers.mala import MALA
 from ebmlab.samplers.metropolis import metropolis_accept
 from ebmlab.samplers.nuts import NUTS
+from ebmlab.samplers.parallel_tempering import ParallelTempering, PTInfo, PTState
 from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import HMCInfo, Info, NUTSInfo, State
+from ebmlab.samplers.svgd import SVGD
 
 # Registry of the kernels: a new sampler is one file plus one line here.
 KERNELS = {
@@ -42,6 +44,10 @@ __all__ = [
     "HMC",
     "NUTS",
     "RandomWalkMetropolis",
+    "ParallelTempering",
+    "SVGD",
+    "PTState",
+    "PTInfo",
     "BlockGibbs",
     "Gibbs",
     "GibbsWithGradients",
