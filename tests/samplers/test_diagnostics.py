@@ -137,3 +137,28 @@ def test_mcse_of_iid_draws(generator):
 def test_diagnostics_refuse_zero_chains():
     with pytest.raises(ValueError, match="at least one chain"):
         eb.diagnostics.ess(torch.zeros(10, 0, 2))
+
+
+def test_ksd_against_its_closed_form_on_gaussians(generator):
+    # p = N(0, I_2) and samples from q = N(mu, I_2): the score difference is the constant
+    # -mu, so KSD^2 = |mu|^2 E[k(x, x')] = |mu|^2 E[(1 + 2 chi2_2)^(-1/2)] (x - x' ~ N(0, 2I)).
+    # The U-statistic over N = 1500 points has sd ~ 0.01 here (measured over seeds); we
+    # accept 15 % of the value (> 5 sd) for mu = (0.7, 0), and 0.05 around 0 for exact draws.
+    from scipy import integrate, stats
+
+    q = eb.energies.Quadratic(torch.eye(2))
+    mu = torch.tensor([0.7, 0.0])
+    expected_k = integrate.quad(lambda u: (1 + 2 * u) ** -0.5 * stats.chi2(2).pdf(u), 0,
+                                math.inf)[0]
+    closed = float(mu.square().sum()) * expected_k
+    exact = torch.randn(1500, 2, generator=generator)
+    shifted = torch.randn(1500, 2, generator=generator) + mu
+    assert abs(float(eb.diagnostics.ksd(exact, q))) < 0.05
+    assert float(eb.diagnostics.ksd(shifted, q)) == pytest.approx(closed, rel=0.15)
+    assert float(eb.diagnostics.ksd(shifted + mu, q)) > 2 * closed  # grows with the shift
+
+
+def test_mmd_is_zero_for_one_law_and_positive_for_two(generator):
+    a, b = torch.randn(500, 2, generator=generator), torch.randn(500, 2, generator=generator)
+    assert abs(float(eb.diagnostics.mmd(a, b))) < 0.01
+    assert float(eb.diagnostics.mmd(a, b + 0.5)) > 0.05
