@@ -1,21 +1,21 @@
 """Images benchmark on scikit-learn's digits: softmax classifier vs JEM, OOD scores, samples.
 
-Protocol: the first half of the digits (898 images) trains, the second half (899) tests, as
-in scikit-learn's classification example. Classes 8 and 9 are held out of training (in-
-distribution: digits 0-7); OOD sets are the held-out classes' test images, pixel-shuffled
-in-distribution test images (one fixed permutation of the 64 pixels) and uniform noise.
+Protocol: the first half of the digits (898 images, all 10 classes) trains, the second half
+(899) tests, as in scikit-learn's classification example; the training images are augmented
+by their 9 one-pixel shifts (as in scikit-learn's RBM example).
 
-1. Softmax classifier: ConvNet(1, 8, 8 classes, widths (16, 32), hidden 64), cross-entropy,
-   Adam 1e-3, batch 64; then the same network trained with the JEM objective
-   (eb.training.images.fit_jem: CE + maximum likelihood on F(x) = -logsumexp logits, 10-step
-   SGLD negatives from a 2,000-image replay buffer with 5 % re-initialisation, alpha 0.1).
-   Test accuracy, ECE (15 bins), AUROC and FPR95 with energy scores (-F(x)) and softmax
-   scores (max p(y|x)).
-2. Samples: an unconditional ConvEnergy trained by short-run Langevin ML (20 steps, replay
-   buffer, energy_l2 1.0), and JEM's class-conditional samples (100 Langevin steps on
-   E(x, y) from its buffer): kernel MMD^2 (Gaussian kernel on the 64 pixels, bandwidth the
-   median pairwise distance of the test images) to the in-distribution test images, and the
-   accuracy the separately trained softmax classifier assigns to the requested classes.
+1. Softmax classifier: ConvNet(1, 8, 10, widths (16, 32), hidden 64), cross-entropy, AdamW
+   one-cycle; the same network trained with the JEM objective (fit_jem: CE + maximum
+   likelihood on F(x) = -logsumexp logits, 10-step SGLD negatives from a 2,000-image replay
+   buffer with 5 % re-initialisation, alpha 0.1). Test accuracy, ECE (15 bins), AUROC and
+   FPR95 on pixel-shuffled digits and uniform noise, with energy (-F(x)) and softmax (max
+   p(y|x)) scores.
+2. A separate run with classes 8 and 9 held out of training (8-class models), whose OOD set
+   is the held-out classes' test digits.
+3. Samples: an unconditional ConvEnergy trained by short-run Langevin ML, JEM's replay
+   buffer, and JEM's class-conditional samples (Langevin on E(x, y) from noise and from the
+   buffer): kernel MMD^2 to the test images and the accuracy that independent classifiers
+   (the softmax CNN and scikit-learn's RBF SVC) assign to the requested classes.
 
 Run: ``python benchmarks/bench_images.py [--quick] [--throughput]`` (one thread).
 ``--throughput`` times JEM steps at CIFAR-10 scale (synthetic (64, 3, 32, 32) tensors) on
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ebmlab.data.digits import digits  # noqa: E402
+from ebmlab.data.digits import digits, shifted  # noqa: E402
 from ebmlab.energies.classifier import ClassifierEnergy  # noqa: E402
 from ebmlab.energies.conv import ConvEnergy, ConvNet  # noqa: E402
 from ebmlab.metrics import (  # noqa: E402
@@ -57,22 +57,26 @@ from common import write  # noqa: E402
 
 HELD_OUT = (8, 9)
 DTYPE = torch.float32
+SAMPLE_STEP, SAMPLE_NOISE = 0.1, 0.005  # class-conditional chains: gradient step h, noise sigma
 
 
 def network(num_classes: int) -> ConvNet:
     return ConvNet(1, 8, num_classes, widths=(16, 32), hidden=64)
 
 
-def split() -> dict[str, torch.Tensor]:
+def split(held_out: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+    """Train/test halves without the ``held_out`` classes, their OOD sets, shifted train set."""
     train_x, train_y = digits("train", dtype=DTYPE)
     test_x, test_y = digits("test", dtype=DTYPE)
-    keep_train = ~torch.isin(train_y, torch.tensor(HELD_OUT))
-    keep_test = ~torch.isin(test_y, torch.tensor(HELD_OUT))
+    keep_train = ~torch.isin(train_y, torch.tensor(held_out, dtype=torch.long))
+    keep_test = ~torch.isin(test_y, torch.tensor(held_out, dtype=torch.long))
     g = torch.Generator().manual_seed(0)
     test_in = test_x[keep_test]
     perm = torch.randperm(64, generator=g)
+    aug_x, aug_y = shifted(train_x[keep_train], train_y[keep_train])
     return {
         "train_x": train_x[keep_train], "train_y": train_y[keep_train],
+        "aug_x": aug_x, "aug_y": aug_y,
         "test_x": test_in, "test_y": test_y[keep_test],
         "held-out classes": test_x[~keep_test],
         "pixel-shuffled": test_in.flatten(1)[:, perm].reshape(test_in.shape),
@@ -80,23 +84,42 @@ def split() -> dict[str, torch.Tensor]:
     }
 
 
+def one_cycle(clf: torch.nn.Module, lr: float, steps: int, weight_decay: float
+              ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+
+
 def train_softmax(data: dict[str, torch.Tensor], steps: int) -> ClassifierEnergy:
     torch.manual_seed(0)
-    clf = ClassifierEnergy(network(10 - len(HELD_OUT)))
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
+    clf = ClassifierEnergy(network(int(data["train_y"].max()) + 1))
+    opt, sched = one_cycle(clf, 3e-3, steps, 1e-2)
     g = torch.Generator().manual_seed(0)
-    x, y = data["train_x"], data["train_y"]
+    x, y = data["aug_x"], data["aug_y"]
     for _ in range(steps):
         i = torch.randint(len(x), (64,), generator=g)
         loss = torch.nn.functional.cross_entropy(clf.logits(x[i]), y[i])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
     return clf.eval()
 
 
+def train_jem(data: dict[str, torch.Tensor], steps: int, sgld: int
+              ) -> tuple[ClassifierEnergy, torch.Tensor]:
+    torch.manual_seed(0)
+    clf = ClassifierEnergy(network(int(data["train_y"].max()) + 1))
+    negatives = langevin_negatives((1, 8, 8), num_steps=sgld, buffer_size=2000, dtype=DTYPE)
+    opt, sched = one_cycle(clf, 2e-3, steps, 0.0)
+    fit_jem(clf, data["aug_x"], data["aug_y"], num_steps=steps, batch_size=64,
+            negatives=negatives, alpha=0.1, optimizer=opt, progress=False, log_every=100,
+            fit_options={"scheduler": sched})
+    return clf.eval(), negatives.buffer.data
+
+
 def classifier_rows(name: str, clf: ClassifierEnergy, data: dict[str, torch.Tensor],
-                    seconds: float) -> list[dict[str, object]]:
+                    seconds: float, oods: tuple[str, ...]) -> list[dict[str, object]]:
     with torch.no_grad():
         logits = clf.logits(data["test_x"])
         probs = torch.softmax(logits, -1)
@@ -109,7 +132,7 @@ def classifier_rows(name: str, clf: ClassifierEnergy, data: dict[str, torch.Tens
                 "train_s": seconds,
             }
             s_in = score(logits)
-            for ood in ("held-out classes", "pixel-shuffled", "uniform noise"):
+            for ood in oods:
                 s_out = score(clf.logits(data[ood]))
                 row[f"auroc {ood}"] = auroc(s_in, s_out)
                 row[f"fpr95 {ood}"] = fpr_at_tpr(s_in, s_out, 0.95)
@@ -130,25 +153,34 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quick = args.quick
-    softmax_steps, jem_steps, ebm_steps = (50, 20, 10) if quick else (1000, 1000, 300)
-    sgld_jem, sgld_ebm, per_class = (3, 3, 4) if quick else (10, 20, 40)
+    softmax_steps, jem_steps, held_steps, ebm_steps = (
+        (50, 20, 20, 10) if quick else (2000, 1500, 1000, 300))
+    sgld_jem, sgld_ebm, per_class, sample_steps = (3, 3, 4, 20) if quick else (10, 20, 40, 300)
     load = os.getloadavg()[0]
-    data = split()
     began = time.perf_counter()
+    suffix = "_quick" if quick else ""
 
+    # 1. All 10 classes: accuracy, ECE, OOD = pixel-shuffled digits and uniform noise.
+    data = split()
+    oods = ("pixel-shuffled", "uniform noise")
     start = time.perf_counter()
     softmax = train_softmax(data, softmax_steps)
-    rows = classifier_rows("softmax", softmax, data, time.perf_counter() - start)
-
-    torch.manual_seed(0)
-    jem = ClassifierEnergy(network(10 - len(HELD_OUT)))
-    jem_negatives = langevin_negatives((1, 8, 8), num_steps=sgld_jem, buffer_size=2000,
-                                       dtype=DTYPE)
+    rows = classifier_rows("softmax", softmax, data, time.perf_counter() - start, oods)
     start = time.perf_counter()
-    fit_jem(jem, data["train_x"], data["train_y"], num_steps=jem_steps, batch_size=64,
-            negatives=jem_negatives, alpha=0.1, progress=False, log_every=100)
-    rows += classifier_rows("JEM", jem.eval(), data, time.perf_counter() - start)
+    jem, jem_buffer = train_jem(data, jem_steps, sgld_jem)
+    rows += classifier_rows("JEM", jem, data, time.perf_counter() - start, oods)
 
+    # 2. A separate run with classes 8 and 9 held out of training: OOD = those classes.
+    held = split(HELD_OUT)
+    start = time.perf_counter()
+    held_rows = classifier_rows("softmax", train_softmax(held, held_steps), held,
+                                time.perf_counter() - start, ("held-out classes",))
+    start = time.perf_counter()
+    held_jem, _ = train_jem(held, held_steps, sgld_jem)
+    held_rows += classifier_rows("JEM", held_jem, held, time.perf_counter() - start,
+                                 ("held-out classes",))
+
+    # 3. Samples: an unconditional image EBM, JEM's buffer and class-conditional chains.
     torch.manual_seed(0)
     ebm = ConvEnergy(1, 8, widths=(16, 32), hidden=64)
     ebm_negatives = langevin_negatives((1, 8, 8), num_steps=sgld_ebm, buffer_size=2000,
@@ -159,25 +191,30 @@ def main() -> None:
     ebm_seconds = time.perf_counter() - start
 
     g = torch.Generator().manual_seed(2)
-    classes = 10 - len(HELD_OUT)
-    labels = torch.arange(classes).repeat_interleave(per_class)
+    labels = torch.arange(10).repeat_interleave(per_class)
     n = labels.numel()
     start = time.perf_counter()
-    conditional = sample_images(jem.marginal(), buffer_rows(jem_negatives.buffer.data, n, g),
-                                labels=labels, num_steps=100, generator=g)
+    conditional = sample_images(jem.marginal(), n, labels=labels, num_steps=sample_steps,
+                                step_size=SAMPLE_STEP, noise=SAMPLE_NOISE, generator=g)
     conditional_seconds = time.perf_counter() - start
+    from_buffer = sample_images(jem.marginal(), buffer_rows(jem_buffer, n, g), labels=labels,
+                                num_steps=sample_steps, step_size=SAMPLE_STEP,
+                                noise=SAMPLE_NOISE, generator=g)
     unconditional = sample_images(ebm, buffer_rows(ebm_negatives.buffer.data, n, g),
                                   num_steps=50, generator=g)
     test = data["test_x"]
+    svc = independent_svc(data)
     bandwidth = float(torch.pdist(test.flatten(1).double()).median())
     sample_sets = {
-        "train images (floor)": (data["train_x"][:n], None, 0.0),
+        "train images (floor)": (data["train_x"][:n], data["train_y"][:n], 0.0),
         "uniform noise (ceiling)": (torch.rand((n, 1, 8, 8), generator=g, dtype=DTYPE), None,
                                     0.0),
         "image EBM (ConvEnergy, buffer + 50 steps)": (unconditional.images, None, ebm_seconds),
-        "JEM marginal (buffer)": (buffer_rows(jem_negatives.buffer.data, n, g), None, 0.0),
-        "JEM class-conditional (buffer + 100 steps on E(x, y))": (conditional.images, labels,
-                                                                  conditional_seconds),
+        "JEM marginal (replay buffer)": (buffer_rows(jem_buffer, n, g), None, 0.0),
+        f"JEM class-conditional (noise + {sample_steps} steps on E(x, y))": (
+            conditional.images, labels, conditional_seconds),
+        f"JEM class-conditional (buffer + {sample_steps} steps on E(x, y))": (
+            from_buffer.images, labels, conditional_seconds),
     }
     sample_table = []
     with torch.no_grad():
@@ -185,33 +222,63 @@ def main() -> None:
             row: dict[str, object] = {"samples": name, "num": n,
                                       "mmd2": mmd(images, test, bandwidth=bandwidth)}
             if wanted is not None:
-                row["softmax classifier recognises"] = accuracy(softmax.logits(images), wanted)
+                row["softmax CNN recognises"] = accuracy(softmax.logits(images), wanted)
+                predicted = torch.as_tensor(svc.predict(images.flatten(1).double().numpy()))
+                row["SVC recognises"] = float((predicted == wanted).double().mean())
                 row["JEM's own classifier recognises"] = accuracy(jem.logits(images), wanted)
             row["seconds"] = seconds
             sample_table.append(row)
 
     notes = (
-        f"Digits, first half train / second half test; classes {HELD_OUT} held out (in: "
-        f"{len(test)} test digits 0-7; OOD: {len(data['held-out classes'])} held-out-class "
-        f"digits, {len(test)} pixel-shuffled, {len(test)} uniform noise: in:out 1:"
-        f"{len(data['held-out classes']) / len(test):.2f}, 1:1, 1:1). Scores: higher = in. "
-        f"{softmax_steps} softmax steps, {jem_steps} JEM steps ({sgld_jem} SGLD steps each), "
-        f"batch 64. One thread; the machine was loaded (1-min load average {load:.1f} on "
-        f"{os.cpu_count()} cores at the start); total {time.perf_counter() - began:.0f} s."
+        f"Digits, first half train (898, all 10 classes; 9 one-pixel shifts of each, 8,082 "
+        f"images) / second half test ({len(test)}). OOD: {len(test)} pixel-shuffled test "
+        f"digits and {len(test)} uniform-noise images (in:out 1:1). ConvNet widths (16, 32), "
+        f"hidden 64; softmax: {softmax_steps} steps, AdamW 3e-3 one-cycle, weight decay 1e-2; "
+        f"JEM: {jem_steps} steps, AdamW 2e-3 one-cycle, {sgld_jem} SGLD steps (h 1, sigma "
+        f"0.01), alpha 0.1; batch 64. Scores: higher = in. One thread; 1-min load average "
+        f"{load:.1f} on {os.cpu_count()} cores at the start; total "
+        f"{time.perf_counter() - began:.0f} s."
     )
     columns = ["model", "score", "accuracy", "ece"] + [
-        f"{m} {o}" for o in ("held-out classes", "pixel-shuffled", "uniform noise")
-        for m in ("auroc", "fpr95")] + ["train_s"]
-    write("images_ood" + ("_quick" if quick else ""), rows, columns, notes)
-    write("images_samples" + ("_quick" if quick else ""), sample_table,
-          ["samples", "num", "mmd2", "softmax classifier recognises",
+        f"{m} {o}" for o in oods for m in ("auroc", "fpr95")] + ["train_s"]
+    write("images_ood" + suffix, rows, columns, notes)
+    held_notes = (
+        f"Separate run: classes {HELD_OUT} held out of training ({len(held['train_x'])} "
+        f"train digits 0-7, shifted x9); in: {len(held['test_x'])} test digits 0-7, OOD: "
+        f"{len(held['held-out classes'])} test digits 8-9 (in:out 1:"
+        f"{len(held['held-out classes']) / len(held['test_x']):.2f}); softmax and JEM "
+        f"{held_steps} steps each, otherwise as images_ood."
+    )
+    write("images_ood_held_out" + suffix, held_rows,
+          ["model", "score", "accuracy", "ece", "auroc held-out classes",
+           "fpr95 held-out classes", "train_s"], held_notes)
+    write("images_samples" + suffix, sample_table,
+          ["samples", "num", "mmd2", "softmax CNN recognises", "SVC recognises",
            "JEM's own classifier recognises", "seconds"],
           f"MMD^2: Gaussian kernel on 64 pixels, bandwidth {bandwidth:.3f} (median test "
-          f"distance), against the {len(test)} in-distribution test images; {per_class} "
-          f"samples per class; image EBM: {ebm_steps} steps of {sgld_ebm}-step Langevin ML.")
+          f"distance), against the {len(test)} test images; {per_class} samples per class; "
+          f"class-conditional chains: Langevin on E(x, y) = -logits[y], h {SAMPLE_STEP}, "
+          f"sigma {SAMPLE_NOISE}; recognisers: the softmax CNN above and an RBF SVC "
+          f"(gamma 0.001 on 0-16 pixels, scikit-learn's example) trained on the train half; "
+          f"image EBM: {ebm_steps} steps of {sgld_ebm}-step Langevin ML.")
     if args.throughput:
         write("images_throughput", [throughput()], ["device", "batch", "jem_steps_per_s",
                                                     "images_per_s"])
+
+
+def independent_svc(data: dict[str, torch.Tensor]) -> object:
+    """scikit-learn's example classifier: an RBF SVC, gamma 0.001 on 0-16 grey levels."""
+    from sklearn.svm import SVC
+
+    class Scaled:  # pixels in [0, 1] -> the example's 0..16 scale
+        def __init__(self) -> None:
+            self.svc = SVC(gamma=0.001).fit(16 * data["train_x"].flatten(1).double().numpy(),
+                                            data["train_y"].numpy())
+
+        def predict(self, x: object) -> object:
+            return self.svc.predict(16 * x)
+
+    return Scaled()
 
 
 def throughput() -> dict[str, object]:

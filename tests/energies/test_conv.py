@@ -67,3 +67,12 @@ def test_state_dict_round_trip():
 def test_bad_arguments_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_conv_net_first_stage_keeps_the_full_resolution() -> None:
+    net = ConvNet(1, 8, 10, widths=(4, 8))
+    convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [1, 1, 2, 1]
+    big = ConvNet(3, 32, 10, widths=(4, 8, 8))
+    x = torch.zeros(2, 3, 32, 32)
+    assert big.layers[:-4](x).shape == (2, 8, 8, 8)  # 32 -> 16 -> 8

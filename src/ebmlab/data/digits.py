@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["digits", "DIGITS_SPLITS"]
+__all__ = ["digits", "shifted", "DIGITS_SPLITS"]
 
 DIGITS_SPLITS = ("all", "train", "test")
 
@@ -63,3 +63,46 @@ def digits(
     rows = {"all": slice(None), "train": slice(0, half), "test": slice(half, None)}[split]
     images = images[rows].unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
     return images.to(device).contiguous(), labels[rows].to(device)
+
+
+def shifted(images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    r"""Return the images moved by every one-pixel shift (9 copies, zero fill), and their labels.
+
+    The augmentation of scikit-learn's RBM digits example, extended to the diagonals: each
+    image appears unshifted and moved by one pixel in each of the 8 directions, the uncovered
+    row/column filled with zeros (the background). The copies are stacked shift by shift, so
+    rows ``k * N .. (k + 1) * N`` hold shift ``k`` of all ``N`` images (shift 4 is the
+    original); ``labels`` are repeated to match.
+
+    Args:
+        images: ``(N, C, H, W)``.
+        labels: ``(N,)`` or ``None``.
+
+    Returns:
+        ``(9 N, C, H, W)`` images and ``(9 N,)`` labels (``None`` when none were given).
+
+    Raises:
+        ValueError: if ``images`` is not 4-D or ``labels`` is of another length.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 1, 1] = 1.0
+        >>> out, _ = shifted(x)
+        >>> out.shape, out.sum(dim=(1, 2, 3)).tolist()
+        (torch.Size([9, 1, 3, 3]), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+        >>> out[0, 0]
+        tensor([[1., 0., 0.],
+                [0., 0., 0.],
+                [0., 0., 0.]])
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (N, C, H, W); got {got}")
+    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != images.shape[:1]):
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},); got {got}")
+    h, w = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    copies = [padded[..., 1 - a : 1 - a + h, 1 - b : 1 - b + w]  # content moved by (a, b)
+              for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    return torch.cat(copies).contiguous(), None if labels is None else labels.repeat(9)
