@@ -117,9 +117,14 @@ def merge_minima(
     lead_pos = torch.zeros(b, 0, dtype=torch.long, device=dev)
     lead_ok = torch.zeros(b, 0, dtype=torch.bool, device=dev)
     n_used = int(remaining.sum(1).max()) if s else 0
+    # A fixed random axis: two points within ``radius`` project within ``radius`` on it, so
+    # only the representatives in that window of the sorted projections are compared.
+    gen = torch.Generator(device=dev).manual_seed(0)
+    axis = torch.randn(d, generator=gen, dtype=points.dtype, device=dev)
+    axis = axis / axis.norm().clamp_min(torch.finfo(points.dtype).tiny)
     i0 = 0
     while i0 < n_used:
-        k = lead_pts.shape[1]
+        k = min(lead_pts.shape[1], 4096)
         nb = block_elements // max(1, b * max(k, near, 1))
         nb = max(8, min(512, nb, math.isqrt(max(1, block_elements // max(1, b)))))
         i1 = min(n_used, i0 + nb)
@@ -128,12 +133,10 @@ def merge_minima(
         pos = torch.arange(i0, i1, device=dev).expand(b, -1)
         joined = torch.full((b, i1 - i0), -1, dtype=torch.long, device=dev)
         if k:
-            dist = torch.cdist(blk, lead_pts)  # (B, nb, K)
-            dist = torch.where(lead_ok.unsqueeze(1), dist, torch.full_like(dist, math.inf))
             kk = min(near, k) if same_basin else 1
-            dn, jn = torch.topk(dist, kk, dim=2, largest=False)  # nearest first
+            dn, jl = _nearest_leaders(blk, lead_pts, lead_ok, radius, kk, axis)
             cand = (dn <= radius) & rem.unsqueeze(-1)
-            lpos = torch.gather(lead_pos.unsqueeze(1).expand(-1, i1 - i0, -1), 2, jn)
+            lpos = torch.gather(lead_pos, 1, jl.flatten(1)).reshape(jl.shape)
             joined = _first_passing(cand, blk, blk_e, lpos, pts, energy_sorted, same_basin)
         new = rem & (joined < 0)
         label[:, i0:i1] = torch.where(joined >= 0, joined, label[:, i0:i1])
@@ -153,6 +156,43 @@ def merge_minima(
                 lead_pts, lead_pos, lead_ok = _compact(lead_pts, lead_pos, lead_ok)
         i0 = i1
     return Merged(order, is_minimum, is_minimum.sum(1), energy_sorted, label)
+
+
+def _nearest_leaders(
+    blk: Tensor, lead_pts: Tensor, lead_ok: Tensor, radius: float, kk: int, axis: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Distances (B, nb, kk) to the kk nearest representatives and their indices (B, nb, kk).
+
+    Representatives are compared only inside the window of ``axis`` projections within
+    ``radius`` of each point (exact: farther ones are farther than ``radius``); when the
+    window is most of the table the whole table is compared.
+    """
+    b, nb, d = blk.shape
+    k = lead_pts.shape[1]
+    inf = torch.tensor(math.inf, dtype=blk.dtype, device=blk.device)
+    lp = torch.where(lead_ok, lead_pts @ axis, inf)  # (B, K)
+    sp, si = torch.sort(lp, dim=1)
+    bp = (blk @ axis).contiguous()  # (B, nb)
+    lo = torch.searchsorted(sp, bp - radius)
+    hi = torch.searchsorted(sp, bp + radius, right=True)
+    w = int((hi - lo).max()) if nb else 0
+    if 2 * w >= k:
+        dist = torch.cdist(blk, lead_pts)  # (B, nb, K)
+        dist = torch.where(lead_ok.unsqueeze(1), dist, inf)
+        kk = min(kk, k)
+        dn, jn = torch.topk(dist, kk, dim=2, largest=False)
+        return dn, jn
+    w = max(w, 1)
+    slot = lo.unsqueeze(-1) + torch.arange(w, device=blk.device)  # (B, nb, W)
+    inside = slot < hi.unsqueeze(-1)
+    slot = slot.clamp_max(k - 1)
+    j = torch.gather(si, 1, slot.flatten(1)).reshape(b, nb, w)
+    cand = torch.gather(lead_pts, 1, j.flatten(1).unsqueeze(-1).expand(-1, -1, d))
+    dist = (cand.reshape(b, nb, w, d) - blk.unsqueeze(2)).norm(dim=-1)
+    dist = torch.where(inside, dist, inf)
+    kk = min(kk, w)
+    dn, pick = torch.topk(dist, kk, dim=2, largest=False)
+    return dn, torch.gather(j, 2, pick)
 
 
 def _compact(lead_pts: Tensor, lead_pos: Tensor, lead_ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -213,7 +253,7 @@ def _resolve_block(
     lower = torch.ones(nb, nb, dtype=torch.bool, device=blk.device).tril(-1)
     usable = lower & new.unsqueeze(1) & new.unsqueeze(2)
     dist = torch.where(usable, dist, torch.full_like(dist, math.inf))
-    kk = min(near if same_basin is not None else nb, nb)
+    kk = min(near if same_basin is not None else 32, nb)
     dn, jn = torch.topk(dist, kk, dim=2, largest=False)  # (B, nb, kk)
     joins = dn <= radius
     if same_basin is not None and bool(joins.any()):
