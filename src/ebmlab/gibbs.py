@@ -10,9 +10,11 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 
 from ebmlab._checks import check_beta, check_generator, check_positive_int, check_tensor
+from ebmlab.discrete_domain import Categorical
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
 from ebmlab.partition import ESTIMATORS, Estimate, Grid, GridStatistics, SamplingEstimator
+from ebmlab.partition.enumerate import for_discrete_domain
 
 __all__ = ["Gibbs"]
 
@@ -39,6 +41,9 @@ class Gibbs(Distribution):
     - ``"importance"`` and ``"ais"``: Monte Carlo estimates with a standard error; ``sample``
       then resamples weighted draws (sampling-importance-resampling: approximate, good when
       the estimator's ESS is large).
+    - on a discrete domain (``eb.Binary(d)``, ``eb.Categorical(d, n)``): exact enumeration
+      (:class:`ebmlab.partition.Enumerate`, the default there; stderr 0, exact sampling,
+      moments and Shannon entropy), refused past ``2^24`` points.
 
     Pass an estimator object (``eb.partition.Grid(num=512)``, ``Importance(...)``,
     ``AIS(...)``, or any :class:`ebmlab.partition.SamplingEstimator`) to choose its settings.
@@ -92,7 +97,10 @@ class Gibbs(Distribution):
                 raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least "
                                  "one input, or x=None for an unconditional energy")
         self.beta = check_beta(beta)
-        check_box(domain, allow_none=False)
+        if isinstance(domain, Categorical):  # discrete y: exact sums (eb.partition.Enumerate)
+            estimator = for_discrete_domain(estimator)
+        else:
+            check_box(domain, allow_none=False)
         if energy.y_shape is not None and tuple(energy.y_shape) != domain.shape:
             raise ValueError(
                 f"domain has shape {domain.shape} but {type(energy).__name__} expects "
@@ -135,6 +143,9 @@ class Gibbs(Distribution):
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self) -> constraints.Constraint:
         """The box, as a torch constraint."""
+        if isinstance(self.domain, Categorical):  # whole numbers 0..n-1 at every site
+            values = constraints.integer_interval(0, self.domain.num_classes - 1)
+            return constraints.independent(values, len(self.domain.shape))
         return constraints.independent(
             constraints.interval(self.domain.low, self.domain.high), len(self.domain.shape)
         )

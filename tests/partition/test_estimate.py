@@ -29,7 +29,8 @@ def test_estimate_from_log_weights_matches_the_delta_method():
 
 
 def test_registry_and_protocols():
-    assert ESTIMATORS == {"grid": Grid, "importance": Importance, "ais": AIS}
+    assert ESTIMATORS == {"grid": Grid, "importance": Importance, "ais": AIS,
+                          "enumerate": eb.partition.Enumerate}
     assert eb.gibbs.ESTIMATORS is ESTIMATORS  # the registry's former home still works
     for cls in ESTIMATORS.values():
         assert isinstance(cls(), Estimator)

@@ -6,6 +6,7 @@ Each estimator is a small object holding its settings, with
 - :class:`Grid`: midpoint quadrature (dimension ≤ 3), deterministic, chunked.
 - :class:`Importance`: importance sampling from a uniform or any proposal, with a
   delta-method standard error and the effective sample size.
+- :class:`Enumerate`: exact sums over a discrete domain (``eb.Binary``, ``eb.Categorical``).
 - :class:`AIS`: annealed importance sampling on the geometric path from a uniform or
   Gaussian base, with any sampler kernel (:class:`RandomWalkMetropolis` by default).
 
@@ -15,6 +16,7 @@ Each estimator is a small object holding its settings, with
 """
 
 from ebmlab.partition.ais import AIS
+from ebmlab.partition.enumerate import Enumerate
 from ebmlab.partition.estimate import Estimate, Estimator, SamplingEstimator
 from ebmlab.partition.grid import Grid, GridStatistics
 from ebmlab.partition.importance import Importance
@@ -28,6 +30,7 @@ MetropolisInfo = Info
 
 # Registry of the estimators, by the name eb.Gibbs accepts (a new one is a file plus a line).
 ESTIMATORS: dict[str, type[Estimator]] = {"grid": Grid, "importance": Importance, "ais": AIS}
+ESTIMATORS["enumerate"] = Enumerate  # exact sums over eb.Binary / eb.Categorical domains
 
 __all__ = [
     "Estimate",
@@ -38,6 +41,7 @@ __all__ = [
     "GridStatistics",
     "Importance",
     "AIS",
+    "Enumerate",
     "TemperedEnergy",
     "schedule",
     "RandomWalkMetropolis",
