@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+import ebmlab as eb
 from ebmlab.discrete_domain import Binary as BinaryDomain
 from ebmlab.energies.gaussian_rbm import GaussianBernoulliRBM
 from ebmlab.energies.rbm import RBM
@@ -229,3 +230,55 @@ def test_contrastive_gradient_is_the_autograd_gradient():
     rbm.contrastive_gradient(v_data, v_model)
     for p, e in zip((rbm.weight, rbm.visible_bias, rbm.hidden_bias), expected, strict=True):
         torch.testing.assert_close(p.grad, e)
+
+
+def _kernel_pcd(rbm, data, lr, epochs, batch, generator):
+    """The step-by-step loop fit_pcd fuses: BlockGibbs, contrastive_gradient, SGD."""
+    kernel = eb.samplers.BlockGibbs()
+    state = kernel.init(torch.zeros(batch, rbm.num_visible, dtype=data.dtype), rbm)
+    optimizer = torch.optim.SGD(rbm.parameters(), lr=lr)
+    for _ in range(epochs):
+        for v in data[: data.shape[0] // batch * batch].split(batch):
+            state, _ = kernel.step(state, rbm, generator=generator)
+            rbm.contrastive_gradient(v, state.position, state.hidden_input)
+            optimizer.step()
+
+
+def test_fit_pcd_is_the_kernel_loop_fused():
+    # Same draws, same updates up to rounding (the fused sums are grouped differently): a
+    # rounding difference could flip a Bernoulli draw only if a uniform fell within ~1e-15
+    # of its probability, which these 2 x 23 steps do not meet.
+    g = torch.Generator().manual_seed(5)
+    data = torch.rand(235, 7, generator=g, dtype=torch.float64)
+    data[:100] = (data[:100] < 0.4).double()  # binary rows and grey levels
+    fused, looped = random_rbm(7, 5, 9).double(), random_rbm(7, 5, 9).double()
+    seen = []
+    times = fused.fit_pcd(data, learning_rate=0.1, num_epochs=2, batch_size=10,
+                          generator=torch.Generator().manual_seed(1),
+                          on_epoch=lambda e, s: seen.append((e, fused.weight.clone())))
+    _kernel_pcd(looped, data, 0.1, 2, 10, torch.Generator().manual_seed(1))
+    for a, b in zip(fused.parameters(), looped.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert len(times) == 2 and [e for e, _ in seen] == [1, 2]
+    assert not torch.equal(seen[0][1], seen[1][1])  # parameters written back every epoch
+    assert fused.weight.grad is None
+
+
+def test_fit_pcd_learns_and_refuses_bad_arguments():
+    g = torch.Generator().manual_seed(0)
+    proto = (torch.rand(2, 8, generator=g) < 0.5).double()
+    data = proto[torch.randint(2, (400,), generator=g)]
+    rbm = RBM(8, 4, generator=g).double()
+    before = float(rbm.pseudo_log_likelihood(data).mean())
+    rbm.fit_pcd(data, learning_rate=0.1, num_epochs=5, generator=g)
+    assert float(rbm.pseudo_log_likelihood(data).mean()) > before + 1.0
+    with pytest.raises(ValueError, match="learning_rate"):
+        rbm.fit_pcd(data, learning_rate=0.0)
+    with pytest.raises(ValueError, match="batch_size=500 is larger"):
+        rbm.fit_pcd(data, batch_size=500)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        rbm.fit_pcd(2 * data)
+    with pytest.raises(ValueError, match="num_visible"):
+        rbm.fit_pcd(data[:, :5])
+    with pytest.raises(ValueError, match="num_epochs"):
+        rbm.fit_pcd(data, num_epochs=0)
