@@ -3,7 +3,7 @@
 The latent-variable energy E(y, z) = ‖y − [w₁ cos z, w₂ sin z]‖² with z on the grid k·π/24
 is fitted to the course's 24 noisy points of the ellipse (2 cos θ, 1.5 sin θ) by minimising
 the mean free energy over the data with a plain Adam loop, once with F_∞ = min_z E and once
-with F_β (β = 10). Run: python examples/train_ellipse.py [--steps N] [--out DIR]
+with F_β (β = 10). Run: ``python examples/train_ellipse.py [--quick] [--steps N] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ import ebmlab as eb
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=None, help="write a figure here")
+    parser.add_argument("--quick", action="store_true", help="a small, fast run (60 steps)")
+    parser.add_argument("--out", type=Path, default=Path("runs/examples"), help="figure folder")
     args = parser.parse_args()
+    if args.quick:
+        args.steps = 60
     torch.set_default_dtype(torch.float64)
     y = eb.data.ellipse(24, generator=torch.Generator().manual_seed(0))
     grid = eb.latent.Grid(0.0, 2 * math.pi, 48, periodic=True)
@@ -39,7 +42,7 @@ def main() -> None:
         print(f"beta={name}: w = {[round(v, 3) for v in model.w.tolist()]}, "
               f"mean F = {float(loss):.4f}  (data generated with w = (2, 1.5))")
         models[name] = model
-    if args.out is not None:
+    if args.out is not None:  # the figure
         fig, axes = eb.plot.subplots(2)
         for ax, (name, model) in zip(axes, models.items(), strict=True):
             eb.plot.free_energy_map(eb.FreeEnergy(model, grid), data=y,

@@ -6,11 +6,15 @@ import importlib
 import time
 from pathlib import Path
 
+from ebmlab.demo.progress import section_bar
+
 __all__ = ["SECTIONS", "run_demo"]
 
 # Section name -> its module under ebmlab.demo. Each module exposes
 # ``run(out: Path, quick: bool) -> list[str]`` (the summary lines it prints) and writes its
-# figures into ``out``. The "spine" section (inference) keeps its name and figure names.
+# figures into ``out``; it may set ``STEPS`` and call ``ebmlab.demo.progress.advance`` after
+# each step for its progress bar (without ``STEPS`` the bar is a running clock). The "spine"
+# section (inference) keeps its name and figure names.
 _MODULES = {
     "spine": "inference",
     "latent": "latent",
@@ -32,7 +36,8 @@ def run_demo(out: Path, quick: bool = False, sections: list[str] | None = None) 
             raise ValueError(f"unknown demo section {name!r}; choose from {SECTIONS}")
         start = time.perf_counter()
         module = importlib.import_module(f"ebmlab.demo.{_MODULES[name]}")
-        section_lines = module.run(out, quick)
+        with section_bar(name, getattr(module, "STEPS", None)):
+            section_lines = module.run(out, quick)
         lines.append(f"== {name} ({time.perf_counter() - start:.1f} s)")
         lines.extend(section_lines)
         print("\n".join(lines[-len(section_lines) - 1 :]), flush=True)

@@ -8,8 +8,13 @@ from pathlib import Path
 import torch
 
 import ebmlab as eb
+from ebmlab.demo.progress import advance
 
-__all__ = ["run"]
+__all__ = ["run", "STEPS"]
+
+STEPS = 5  # four samplers, then the density figure
+# Kernels without an accept step: an acceptance rate would read 1.00 and say nothing.
+_NO_ACCEPT_STEP = ("Langevin",)
 
 
 def run(out: Path, quick: bool) -> list[str]:
@@ -27,8 +32,9 @@ def run(out: Path, quick: bool) -> list[str]:
     # NUTS pays for the deepest tree of the batch at every step: fewer steps in quick mode.
     nuts_steps = (40, 20) if quick else (num_steps, burn_in)
     y0 = box.sample(num_chains, generator=gen)
-    fig, axes = eb.plot.subplots(2, 2, title="Four samplers on the 8-Gaussians "
-                                 "landscape (same starts)", size=3.4)
+    shown = min(300, num_steps)
+    fig, axes = eb.plot.subplots(2, 2, title=f"8-Gaussians ring: last {shown} steps of 4 chains"
+                                 "\n(o: the same starts for every sampler, ★: ends)", size=3.4)
     rows, results = [], {}
     for ax, (name, kernel) in zip(axes, kernels.items(), strict=True):
         start = time.perf_counter()
@@ -37,13 +43,18 @@ def run(out: Path, quick: bool) -> list[str]:
         seconds = time.perf_counter() - start
         results[name] = chain
         summary = chain.summary()
-        eb.plot.chains(chain, energy, domain=box, ax=ax, num=50 if quick else 160)
-        ax.set_title(f"{name}: acc {summary['acceptance_rate']:.2f}", fontsize=9)
+        eb.plot.chains(chain, energy, domain=box, ax=ax, num=50 if quick else 160, starts=y0,
+                       last=shown)
+        accept = ("no accept step" if name in _NO_ACCEPT_STEP
+                  else f"acceptance {summary['acceptance_rate']:.2f}")
+        ax.set_title(f"{name}: {accept}, R-hat {summary['r_hat_max']:.2f}", fontsize=9)
+        advance(name)
         # The mixture has log Z = 0 and equal weights: the fraction of samples nearest each
         # mode should be 1/8; its worst deviation shows how well the chains mix between modes.
         nearest = torch.cdist(chain.samples.flatten(0, 1), energy.means.detach()).argmin(-1)
         share = torch.bincount(nearest, minlength=8).double() / nearest.numel()
-        rows.append((name, summary["acceptance_rate"], summary["ess_min"] / seconds,
+        rate = None if name in _NO_ACCEPT_STEP else summary["acceptance_rate"]
+        rows.append((name, rate, summary["ess_min"] / seconds,
                      summary["r_hat_max"], float((share - 0.125).abs().max()), seconds))
     eb.plot.save(fig, out / "samplers_chains.png")
 
@@ -51,12 +62,13 @@ def run(out: Path, quick: bool) -> list[str]:
     eb.plot.histogram_vs_exact(results["MALA"], energy, domain=box, bins=30 if quick else 60,
                                axes=(axes[0], axes[1]))
     eb.plot.save(fig, out / "samplers_density.png")
+    advance("done")
 
     lines = [f"{'sampler':<10}{'accept':>8}{'ESS/s':>10}{'R-hat':>8}{'mode err':>10}"
              f"{'time (s)':>10}"]
-    lines += [f"{n:<10}{a:>8.2f}{e:>10.0f}{r:>8.3f}{m:>10.3f}{t:>10.2f}"
-              for n, a, e, r, m, t in rows]
+    lines += [f"{n:<10}{'-' if a is None else f'{a:.2f}':>8}{e:>10.0f}{r:>8.3f}{m:>10.3f}"
+              f"{t:>10.2f}" for n, a, e, r, m, t in rows]
     lines.append(f"({num_chains} chains x {num_steps} steps after {burn_in} burn-in (NUTS "
                  f"{nuts_steps[0]} after {nuts_steps[1]}); mode err: max |share of samples "
-                 "nearest a mode - 1/8|)")
+                 "nearest a mode - 1/8|; Langevin has no accept step)")
     return lines

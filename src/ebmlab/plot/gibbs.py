@@ -11,7 +11,7 @@ from torch import Tensor
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.gibbs import Gibbs
-from ebmlab.plot.figure import axes_or_new
+from ebmlab.plot.figure import add_colorbar, axes_or_new
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -76,7 +76,7 @@ def density(
         return ax
     mesh = ax.pcolormesh(axes[0].cpu(), axes[1].cpu(), p.T, shading="auto", cmap=cmap)
     if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, label="P(y)")
+        add_colorbar(mesh, ax, "P(y)")
     ax.set_xlabel("y₁")
     ax.set_ylabel("y₂")
     ax.set_aspect("equal")

@@ -10,7 +10,7 @@ from torch import Tensor
 from ebmlab._checks import reference
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.plot.figure import axes_or_new, evaluate_grid
+from ebmlab.plot.figure import add_colorbar, axes_or_new, evaluate_grid
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,7 +79,7 @@ def landscape(
     ax.contour(a0, a1, values.T.clamp(max=vmax) if vmax else values.T, levels=levels,
                colors="white", linewidths=0.4, alpha=0.5)
     if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, label="energy")
+        add_colorbar(mesh, ax, "energy")
     if arrows:
         grid = domain.grid(arrow_num, dtype=values.dtype)
         pts = grid.points.to(
@@ -175,7 +175,7 @@ def conditional(
     vmax = float(torch.quantile(values.flatten(), clip_quantile)) if clip_quantile else None
     mesh = ax.pcolormesh(grid.axes[0].cpu(), grid.axes[1].cpu(), values.T, shading="auto",
                          cmap=cmap, vmax=vmax)
-    ax.figure.colorbar(mesh, ax=ax, label="F(x, y)")
+    add_colorbar(mesh, ax, "F(x, y)")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     return ax

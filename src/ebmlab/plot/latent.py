@@ -15,7 +15,7 @@ from ebmlab.domain import Box
 from ebmlab.energy import LatentEnergy
 from ebmlab.latent import FreeEnergy, LatentSet
 from ebmlab.latent import manifold as manifold_of
-from ebmlab.plot.figure import axes_or_new
+from ebmlab.plot.figure import add_colorbar, axes_or_new
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -82,7 +82,7 @@ def free_energy_map(
     values = _cpu(free_energy(pts, xr)).reshape(num, num)
     mesh = ax.pcolormesh(a0, a1, values.T, shading="auto", cmap="viridis")
     if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, label="free energy")
+        add_colorbar(mesh, ax, "free energy")
     g0 = torch.arange(low[0], high[0] + 1e-9, step, dtype=dtype)
     g1 = torch.arange(low[1], high[1] + 1e-9, step, dtype=dtype)
     arrows = torch.stack(torch.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)
@@ -268,7 +268,7 @@ def responsibilities(
     m = _cpu(manifold_of(free_energy.latent_energy, free_energy.latent, x))[0]
     sc = ax.scatter(m[:, 0], m[:, 1], c=r, cmap="magma_r", s=30, edgecolors="grey",
                     linewidths=0.3, vmin=0.0)
-    ax.figure.colorbar(sc, ax=ax, label="responsibility r(z | y)")
+    add_colorbar(sc, ax, "responsibility r(z | y)")
     yc = _cpu(y)[0]
     ax.plot(yc[0], yc[1], "x", color="blue", ms=10, mew=2)
     beta = "∞" if math.isinf(free_energy.beta) else f"{free_energy.beta:g}"
@@ -301,7 +301,7 @@ def horn_surface(
         >>> ax = eb.plot.horn_surface(eb.energies.Horn(), grid)
     """
     if ax is None:
-        ax = plt.figure(figsize=(6, 5)).add_subplot(projection="3d")
+        ax = plt.figure(figsize=(6, 5), layout="constrained").add_subplot(projection="3d")
     dtype, _ = reference(latent_energy)
     xs = x_values if x_values is not None else torch.linspace(0, 1, 21, dtype=dtype)
     xs = xs.reshape(-1, 1)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
-from ebmlab.plot.figure import axes_or_new, evaluate_grid
+from ebmlab.plot.figure import add_colorbar, axes_or_new, evaluate_grid
 from ebmlab.plot.landscape import landscape
 
 if TYPE_CHECKING:
@@ -33,8 +33,22 @@ def chains(
     num_chains: int = 4,
     ax: Axes | None = None,
     num: int = 150,
+    starts: Tensor | None = None,
+    last: int | None = 300,
 ) -> Axes:
     """Draw a few chains (T, chains, 2) as paths over the energy landscape of a 2-D domain.
+
+    Args:
+        chain: a :class:`ebmlab.samplers.Chain` or its samples (T, chains, 2).
+        energy: the energy drawn underneath.
+        domain: the 2-D box drawn.
+        num_chains: how many chains to draw.
+        ax: axes to draw into (a new figure otherwise).
+        num: grid points per axis of the landscape.
+        starts: (chains, 2) the true starting points (``y0``), marked by circles; without
+            them the first sample drawn is marked as a square (it is not the start when a
+            burn-in was dropped).
+        last: draw only the last ``last`` samples of each chain (``None``: all).
 
     Example:
         >>> import torch, ebmlab as eb
@@ -47,11 +61,18 @@ def chains(
         raise ValueError(f"chains draws 2-D samples (T, chains, 2); got {tuple(samples.shape)}")
     ax = landscape(energy, domain=domain, ax=ax, num=num, colorbar=False)
     colors = ["#ff595e", "#ffca3a", "#8ac926", "#1982c4", "#6a4c93", "white"]
+    if last is not None:
+        samples = samples[-last:]
+    begin = None if starts is None else starts.detach().cpu().double().reshape(-1, 2)
     for c in range(min(num_chains, samples.shape[1])):
         path = samples[:, c]
         color = colors[c % len(colors)]
         ax.plot(path[:, 0], path[:, 1], lw=0.6, alpha=0.8, color=color)
-        ax.plot(path[0, 0], path[0, 1], "o", ms=5, color=color, mec="black")
+        ax.plot(path[-1, 0], path[-1, 1], "*", ms=9, color=color, mec="black")
+        if begin is not None:
+            ax.plot(begin[c, 0], begin[c, 1], "o", ms=6, color=color, mec="black")
+        else:
+            ax.plot(path[0, 0], path[0, 1], "s", ms=4, color=color, mec="black")
     ax.set_xlim(float(domain.low[0]), float(domain.high[0]))
     ax.set_ylim(float(domain.low[1]), float(domain.high[1]))
     return ax
@@ -117,11 +138,12 @@ def histogram_vs_exact(
     vmax = float(p.max())
     extent = (float(low[0]), float(high[0]), float(low[1]), float(high[1]))
     for ax, image, title in ((ax1, p, "exact e^(-βF)/Z"), (ax2, hist, "samples")):
-        ax.imshow(image.T, origin="lower", extent=extent, vmin=0.0, vmax=vmax, cmap="magma",
-                  aspect="equal")
+        shown = ax.imshow(image.T, origin="lower", extent=extent, vmin=0.0, vmax=vmax,
+                          cmap="magma", aspect="equal")
         ax.set_title(title)
         ax.set_xlabel("y₁")
         ax.set_ylabel("y₂")
+    add_colorbar(shown, ax2, "density (one scale)")
     return ax1, ax2
 
 
