@@ -87,6 +87,7 @@ def _run(out: Path, quick: bool) -> list[str]:
                      f"(truth (2, 1.5)) in {steps} steps, {seconds:.2f} s")
     for ax in axes:
         ax.scatter(data[:, 0], data[:, 1], s=8, c="white", edgecolors="black", linewidths=0.3)
+    eb.plot.figure.share_color_scale(axes, "free energy")
     eb.plot.save(fig, out / "training_ellipse.png")
 
     # 1b. The horn (full mode): E(x, y, z) = |y - f(x) * [cos z, sin z]|^2 with f a small ReLU
@@ -100,9 +101,8 @@ def _run(out: Path, quick: bool) -> list[str]:
     density_box = eb.Box([-3.5, -3.5], [3.5, 3.5])
     samples = eb.data.eight_gaussians(4000, generator=gen)
     fig, axes = eb.plot.subplots(2, title="Contrastive divergence on 8 Gaussians")
-    eb.plot.landscape(model, domain=density_box, ax=axes[0], num=60 if quick else 120,
-                      colorbar=False)
-    axes[0].set_title("before")
+    eb.plot.landscape(model, domain=density_box, ax=axes[0], num=60 if quick else 120)
+    axes[0].set_title("MLP energy before")
     steps = 100 if quick else 1500
     negatives = Sampled(num_steps=10, step_size=0.01, init="buffer", domain=density_box)
     start = time.perf_counter()
@@ -114,8 +114,7 @@ def _run(out: Path, quick: bool) -> list[str]:
         generator=torch.Generator().manual_seed(1),
     )
     seconds = time.perf_counter() - start
-    eb.plot.landscape(model, domain=density_box, ax=axes[1], num=60 if quick else 120,
-                      colorbar=False)
+    eb.plot.landscape(model, domain=density_box, ax=axes[1], num=60 if quick else 120)
     axes[1].set_title(f"after {steps} steps (gap {hist['gap'][-1]:.2f})")
     for ax in axes:
         ax.scatter(samples[:400, 0], samples[:400, 1], s=2, c="white", alpha=0.6)

@@ -8,6 +8,7 @@ the plot it belongs to (:func:`add_colorbar`), panels that are compared share on
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 # The one backend choice of ebmlab.plot: this module is imported first by the package, so
-# every other plot module can import pyplot plainly. force=False keeps a backend the user chose.
-matplotlib.use("Agg", force=False)
+# every other plot module can import pyplot plainly. Agg (files only) unless the user chose a
+# backend: MPLBACKEND set, or pyplot already imported (a notebook's %matplotlib inline).
+if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
@@ -111,8 +114,11 @@ def share_color_scale(axes: Sequence[Axes], label: str | None = None, *,
         >>> low == 0.0 and high > 1.0
         True
     """
+    from matplotlib.collections import QuadMesh
+    from matplotlib.image import AxesImage
+
     maps = [m for ax in axes for m in [*ax.collections, *ax.images]
-            if hasattr(m, "set_clim") and m.get_array() is not None]
+            if isinstance(m, (QuadMesh, AxesImage))]  # heat maps, not contours or scatters
     if not maps:
         raise ValueError("share_color_scale found no heat map in the axes")
     low = vmin if vmin is not None else min(float(m.get_clim()[0]) for m in maps)
