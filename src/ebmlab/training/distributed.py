@@ -39,14 +39,14 @@ import datetime
 import hashlib
 import os
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from ebmlab.training.watchdog import watch_launcher
 
 __all__ = [
     "setup",
@@ -123,48 +123,8 @@ def setup(
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     _OWNED = True
     atexit.register(_teardown)
-    watch_launcher()
+    watch_launcher(lambda: f"rank {rank()} of {world_size()}")
     return dist.get_world_size() > 1
-
-
-_WATCHED: list[int] = []  # the launcher pid being watched (at most one watchdog thread)
-
-
-def watch_launcher(interval_s: float = 1.0) -> bool:
-    """Exit this worker when the torchrun agent that started it dies; return whether watching.
-
-    torchrun ends its workers when one fails, but when the agent itself is killed (SIGKILL,
-    OOM killer, a lost node shell) nothing tells the workers, which would train on as orphans
-    and collide with a relaunch on the same run folder. A daemon thread checks every
-    ``interval_s`` seconds whether the parent process is still the agent (an orphan is
-    re-parented); if not, it prints one line and exits the process with status 1. Checkpoints
-    are committed atomically, so the last one stays intact. Only processes launched by
-    torchrun (``TORCHELASTIC_RUN_ID`` set) are watched; ``EBMLAB_WATCH_LAUNCHER=0`` turns it off.
-    """
-    if _WATCHED or "TORCHELASTIC_RUN_ID" not in os.environ:
-        return bool(_WATCHED)
-    if os.environ.get("EBMLAB_WATCH_LAUNCHER", "1") == "0":
-        return False
-    parent = os.getppid()
-    if parent <= 1:
-        return False
-    _WATCHED.append(parent)
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval_s)
-            if os.getppid() != parent:
-                who = f"rank {rank()} of {world_size()}" if dist.is_initialized() else "worker"
-                print(
-                    f"ebmlab: {who}: the torchrun agent (pid {parent}) is gone; stopping this "
-                    "worker (checkpoints are committed atomically: the last one is intact; "
-                    "relaunch to resume)",
-                    file=sys.stderr, flush=True,
-                )
-                os._exit(1)
-
-    threading.Thread(target=watch, name="ebmlab-launcher-watchdog", daemon=True).start()
-    return True
 
 
 def _teardown() -> None:
