@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
@@ -22,9 +20,8 @@ from ebmlab.inference.multistart import (  # noqa: F401 (old home of the engine)
     starts,
 )
 from ebmlab.inference.problem import Problem, check_problem
-from ebmlab.inference.result import Inference
+from ebmlab.inference.result import Inference, warn_unconverged
 from ebmlab.inference.solver import Objective, Solver
-from ebmlab.warnings import InferenceWarning
 
 __all__ = ["infer", "warn_unconverged"]
 
@@ -168,22 +165,6 @@ def infer(
                       return_trajectory)
     warn_unconverged(res, max_steps)
     return res
-
-
-def warn_unconverged(res: Inference, max_steps: int) -> None:
-    """Warn (:class:`ebmlab.InferenceWarning`) if some reported minima did not converge."""
-    shown = res.valid & ~res.converged
-    if not bool(shown.any()):
-        return
-    rows = int(shown.any(1).sum())
-    warnings.warn(
-        f"{rows} of {res.valid.shape[0]} inputs report minima from unconverged end points "
-        f"({int(res.num_unconverged.sum())} starts in all stopped at max_steps={max_steps} "
-        "before converging, flagged converged=False); raise max_steps, use a domain, or "
-        "check the energy",
-        InferenceWarning,
-        stacklevel=3,
-    )
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from ebmlab.domain import Box, check_box
 from ebmlab.energy import LatentEnergy, check_energy_output
 from ebmlab.inference.multistart import Descent, Landscape, assemble, minimize, starts
 from ebmlab.inference.problem import check_problem, event_shape
-from ebmlab.inference.result import Inference
+from ebmlab.inference.result import Inference, warn_unconverged
 from ebmlab.inference.solver import Objective, Solver
 
 __all__ = ["infer_joint"]
@@ -138,7 +138,6 @@ def infer_joint(
         descent=Descent(p.solver, max_steps, gtol, ftol, check_every),
         gscale=run.gscale[::s], fscale=run.fscale[::s], gtol=gtol,
     )
-    from ebmlab.inference.infer import warn_unconverged  # infer imports this module
 
     warn_unconverged(joint, max_steps)
     k = joint.y.shape[1]

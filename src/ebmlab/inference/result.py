@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["Inference"]
+from ebmlab.warnings import InferenceWarning
+
+__all__ = ["Inference", "warn_unconverged"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,19 @@ class Inference:
     def minima(self, b: int = 0) -> Tensor:
         """Return the valid minima of input ``b`` as a (count_b, *y_shape) tensor."""
         return self.y[b, self.valid[b]]
+
+
+def warn_unconverged(res: Inference, max_steps: int) -> None:
+    """Warn (:class:`ebmlab.InferenceWarning`) if some reported minima did not converge."""
+    shown = res.valid & ~res.converged
+    if not bool(shown.any()):
+        return
+    rows = int(shown.any(1).sum())
+    warnings.warn(
+        f"{rows} of {res.valid.shape[0]} inputs report minima from unconverged end points "
+        f"({int(res.num_unconverged.sum())} starts in all stopped at max_steps={max_steps} "
+        "before converging, flagged converged=False); raise max_steps, use a domain, or "
+        "check the energy",
+        InferenceWarning,
+        stacklevel=3,
+    )
