@@ -15,7 +15,8 @@
    log-likelihood.
 3. Digit strings (examples/digit_strings.py): per-position classifier vs Chain energy.
 
-Run: ``python benchmarks/bench_discrete.py [--threads 1] [--quick]``; writes
+Run: ``python benchmarks/bench_discrete.py [--threads 1] [--quick]`` (the thread count holds
+for torch and for numpy/scipy's BLAS and OpenMP alike, via threadpoolctl); writes
 ``benchmarks/results/discrete.json``.
 """
 
@@ -136,6 +137,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # numpy/scipy's BLAS and OpenMP (scikit-learn's side) get the same number of threads.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     result = {
         "machine": machine(),
