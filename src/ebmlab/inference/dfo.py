@@ -40,7 +40,8 @@ class DFO:
         >>> step = eb.FunctionEnergy(lambda y, x: ((y - 0.3).abs() > 0.1).any(-1).float(),
         ...                          y_shape=(2,))
         >>> res = eb.infer(step, domain=eb.Box([-1.0, -1.0], [1.0, 1.0]), num_starts=256,
-        ...                solver=eb.inference.DFO(generator=torch.Generator().manual_seed(0)))
+        ...                solver=eb.inference.DFO(generator=torch.Generator().manual_seed(0)),
+        ...                generator=torch.Generator().manual_seed(0))
         >>> float(res.energy[0, 0]), bool(((res.best - 0.3).abs() <= 0.1).all())
         (0.0, True)
     """
