@@ -4,7 +4,11 @@
 and on the 8-mode GaussianMixture (unconditional: 32,768 starts). Both sides start from the same
 points and run the same number of steps; the library's time includes merging the minima.
 Also: early stopping on, the analytic-gradient path against autograd, and peak memory.
-Usage: python benchmarks/bench_infer.py [--quick] [--memory]
+Usage: python benchmarks/bench_infer.py [--quick] [--memory] [--scipy]
+
+``--scipy`` (issue 11): eb.infer with its defaults against scipy.optimize multi-start L-BFGS-B
+with deduplication, on the same starts, for landscapes with known minima: minima found,
+spurious and duplicate minima, position error and wall time (1 thread, the load noted).
 """
 
 from __future__ import annotations
@@ -139,8 +143,177 @@ def memory() -> None:
                  "during one call, each in a fresh process after a tiny warm-up call."))
 
 
+def _landscapes() -> list[dict[str, object]]:
+    """Test landscapes with their known minima (float64), boxes and start counts."""
+    import math
+
+    import numpy as np
+    from scipy.optimize import brentq
+    from scipy.optimize import minimize as sp_minimize
+
+    out: list[dict[str, object]] = []
+
+    def himmelblau(y: torch.Tensor) -> torch.Tensor:
+        a, b = y[..., 0], y[..., 1]
+        return (a**2 + b - 11) ** 2 + (a + b**2 - 7) ** 2
+
+    hb = [(3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186), (3.584428, -1.848126)]
+    out.append({"name": "Himmelblau (4 minima)", "fn": himmelblau, "low": [-5.0] * 2,
+                "high": [5.0] * 2, "truth": torch.tensor(hb, dtype=torch.float64), "starts": 256})
+
+    def camel(y: torch.Tensor) -> torch.Tensor:
+        a, b = y[..., 0], y[..., 1]
+        return (4 - 2.1 * a**2 + a**4 / 3) * a**2 + a * b + (-4 + 4 * b**2) * b**2
+
+    out.append({"name": "six-hump camel (6 minima)", "fn": camel, "low": [-3.0, -2.0],
+                "high": [3.0, 2.0], "truth": None, "starts": 256})
+
+    def rastrigin(y: torch.Tensor) -> torch.Tensor:
+        return (10 + y**2 - 10 * torch.cos(2 * math.pi * y)).sum(-1)
+
+    roots = [brentq(lambda t: 2 * t + 20 * math.pi * math.sin(2 * math.pi * t), k - 0.3, k + 0.3)
+             if k else 0.0 for k in range(-2, 3)]
+    grid = torch.tensor(list(__import__("itertools").product(roots, repeat=3)))
+    out.append({"name": "Rastrigin 3-D (125 minima)", "fn": rastrigin, "low": [-2.5] * 3,
+                "high": [2.5] * 3, "truth": grid.double(), "starts": 1024})
+
+    def well(y: torch.Tensor) -> torch.Tensor:
+        return ((y**2 - 1) ** 2).sum(-1)
+
+    corners = torch.tensor(list(__import__("itertools").product([-1.0, 1.0], repeat=10)))
+    out.append({"name": "double well 10-D (1024 minima)", "fn": well, "low": [-2.0] * 10,
+                "high": [2.0] * 10, "truth": corners.double(), "starts": 4096})
+
+    def rosen(y: torch.Tensor) -> torch.Tensor:
+        return (100 * (y[..., 1:] - y[..., :-1] ** 2) ** 2 + (1 - y[..., :-1]) ** 2).sum(-1)
+
+    local = sp_minimize(lambda v: float(rosen(torch.tensor(v))), np.array(
+        [-0.96, 0.94, 0.88, 0.78, 0.61]), method="BFGS", tol=1e-14).x
+    out.append({"name": "Rosenbrock 5-D (2 minima)", "fn": rosen, "low": [-2.0] * 5,
+                "high": [2.0] * 5, "truth": torch.tensor(np.stack([np.ones(5), local])),
+                "starts": 256})
+    for d in (10, 50):
+        g = torch.Generator().manual_seed(d)
+        q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+        lam = torch.logspace(0, 4, d, dtype=torch.float64)
+        a = (q * lam) @ q.T
+        mu = torch.rand(d, generator=g, dtype=torch.float64) * 2 - 1
+
+        def quad(y: torch.Tensor, a: torch.Tensor = a, mu: torch.Tensor = mu) -> torch.Tensor:
+            r = y - mu
+            return 0.5 * ((r @ a) * r).sum(-1)
+
+        out.append({"name": f"quadratic {d}-D, kappa 1e4", "fn": quad, "low": [-3.0] * d,
+                    "high": [3.0] * d, "truth": mu[None], "starts": 256})
+    return out
+
+
+def _score(found: torch.Tensor, truth: torch.Tensor, tol: float) -> dict[str, object]:
+    """Match found minima to the true ones: found, spurious, duplicates, max position error."""
+    dist = torch.cdist(found, truth)  # (K, T)
+    near, which = dist.min(1)
+    ok = near <= tol
+    hit = which[ok]
+    return {
+        "found": int(hit.unique().numel()),
+        "spurious": int((~ok).sum()),
+        "duplicates": int(hit.numel() - hit.unique().numel()),
+        "max error": float(near[ok].max()) if bool(ok.any()) else float("nan"),
+    }
+
+
+def _scipy_multistart(fn: object, y0: torch.Tensor, low: list[float], high: list[float],
+                      tol: float) -> torch.Tensor:
+    """What a user writes with scipy: L-BFGS-B from every start, then greedy deduplication."""
+    import numpy as np
+    from scipy.optimize import minimize as sp_minimize
+
+    def fg(v: np.ndarray) -> tuple[float, np.ndarray]:
+        t = torch.tensor(v, requires_grad=True)
+        e = fn(t)
+        (g,) = torch.autograd.grad(e, t)
+        return float(e.detach()), g.numpy()
+
+    ends, energies = [], []
+    bounds = list(zip(low, high, strict=True))
+    for v in y0.numpy():
+        r = sp_minimize(fg, v, jac=True, method="L-BFGS-B", bounds=bounds)
+        ends.append(r.x)
+        energies.append(r.fun)
+    pts = torch.tensor(np.stack(ends))
+    keep: list[int] = []
+    for i in np.argsort(energies):
+        if all(float((pts[i] - pts[j]).norm()) > tol for j in keep):
+            keep.append(int(i))
+    return pts[keep]
+
+
+def scipy_comparison() -> None:
+    """eb.infer (defaults) against scipy multi-start L-BFGS-B on the same starts, 1 thread."""
+    import os
+    import time
+
+    import numpy as np
+
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    rows = []
+    for case in _landscapes():
+        fn, low, high, s = case["fn"], case["low"], case["high"], int(case["starts"])
+        if QUICK:
+            s = min(s, 256)
+        f64 = torch.float64
+        box = eb.Box(torch.tensor(low, dtype=f64), torch.tensor(high, dtype=f64))
+        energy = eb.FunctionEnergy(lambda y, x, fn=fn: fn(y), y_shape=(len(low),))
+        y0 = box.sample(s, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        tol = 1e-3 * box.diameter
+        t0 = time.perf_counter()
+        res = eb.infer(energy, init=y0, domain=box)
+        t_eb = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sp = _scipy_multistart(fn, y0, low, high, tol)
+        t_sp = time.perf_counter() - t0
+        truth = case["truth"]
+        if truth is None:  # six-hump camel: the union of both answers, polished
+            truth = torch.cat([res.minima(0), sp])
+            keep = []
+            for i in range(truth.shape[0]):
+                if all(float((truth[i] - truth[j]).norm()) > 1e-3 for j in keep):
+                    keep.append(i)
+            truth = truth[keep]
+            assert np.isfinite(truth.numpy()).all()
+        mine, theirs = _score(res.minima(0), truth, 10 * tol), _score(sp, truth, 10 * tol)
+        row: dict[str, object] = {"problem": case["name"], "starts": s,
+                                  "true minima": int(truth.shape[0])}
+        for who, sc, t in (("eb", mine, t_eb), ("scipy", theirs, t_sp)):
+            row[f"found ({who})"] = sc["found"]
+            row[f"spurious/dup ({who})"] = f"{sc['spurious']}/{sc['duplicates']}"
+            row[f"max error ({who})"] = sc["max error"]
+            row[f"time s ({who})"] = t
+        row["speed-up"] = t_sp / t_eb
+        row["unconverged (eb)"] = int(res.num_unconverged[0])
+        rows.append(row)
+        print(row, flush=True)
+    write(
+        "infer_vs_scipy",
+        rows,
+        ["problem", "starts", "true minima", "found (eb)", "found (scipy)", "spurious/dup (eb)",
+         "spurious/dup (scipy)", "max error (eb)", "max error (scipy)", "time s (eb)",
+         "time s (scipy)", "speed-up", "unconverged (eb)"],
+        notes=(f"eb.infer with its defaults (Hybrid solver, basin merge, second-order check) "
+               "against scipy.optimize.minimize(method='L-BFGS-B', jac=True, bounds=box) from "
+               "every start plus greedy deduplication at merge_tol = 1e-3 x box diameter, the "
+               "same float64 starts, 1 thread. A minimum is found when a reported point lies "
+               "within 10 x merge_tol of it; spurious = reported points near no true minimum. "
+               f"Shared machine: load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
+               "(1/5/15 min) at the start; times are wall times of one run."),
+    )
+
+
 if __name__ == "__main__":
-    if "--rss" in sys.argv:
+    if "--scipy" in sys.argv:
+        scipy_comparison()
+    elif "--rss" in sys.argv:
         i = sys.argv.index("--rss")
         rss_child(int(sys.argv[i + 1]), sys.argv[i + 2])
     elif "--memory" in sys.argv:
