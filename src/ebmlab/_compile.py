@@ -1,0 +1,185 @@
+"""Optional ``torch.compile`` of hot steps, falling back to eager with one warning when it fails."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["COMPILE_MODES", "check_compile", "compiled", "Compiled"]
+
+# What ``compile=`` accepts besides True/False/None.
+COMPILE_MODES = ("default", "cuda-graph")
+
+# The compiler entry point; a module attribute so that tests can simulate a missing compiler.
+_torch_compile = torch.compile
+
+
+def check_compile(compile: bool | str | None, *, name: str = "compile") -> str | None:
+    """Return the mode that ``compile`` asks for: ``None``, ``"default"`` or ``"cuda-graph"``.
+
+    ``False`` and ``None`` mean eager (``None`` is returned), ``True`` means ``"default"``.
+
+    Raises:
+        ValueError: for anything else, naming the argument and the allowed values.
+
+    Example:
+        >>> check_compile(True), check_compile(False), check_compile("cuda-graph")
+        ('default', None, 'cuda-graph')
+    """
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "default"
+    if isinstance(compile, str) and compile in COMPILE_MODES:
+        return compile
+    raise ValueError(
+        f"{name} must be False, True, 'default' or 'cuda-graph'; got {compile!r}"
+    )
+
+
+def _has_cuda_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_cuda
+    if isinstance(value, (tuple, list)):
+        return any(_has_cuda_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_cuda_tensor(v) for v in value.values())
+    return False
+
+
+def _generators(values: Any) -> list[torch.Generator]:
+    found: list[torch.Generator] = []
+    stack = list(values)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, torch.Generator):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return found
+
+
+def _clone_tensors(value: Any) -> Any:
+    """Copy the tensors of a (nested tuple / NamedTuple) result out of a CUDA graph's pool."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        items = [_clone_tensors(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    return value
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+class Compiled:
+    """A callable that compiles ``fn`` on its first call and falls back to ``fn`` if that fails.
+
+    Built by :func:`compiled`. ``is_eager`` tells, after the first call, whether the
+    compiled function is in use (False) or ``fn`` runs eagerly (True); ``mode`` is the
+    compile mode in effect (``"cuda-graph"`` becomes ``"default"`` on CPU tensors).
+
+    On the first call the states of the ``torch.Generator`` arguments (and of the global CPU
+    generator) are saved and, if the compiled call fails, restored before ``fn`` runs, so
+    the fallback draws the same random numbers as a purely eager run.
+    """
+
+    def __init__(self, fn: Callable, mode: str, what: str) -> None:
+        self.fn = fn
+        self.mode = mode
+        self.what = what
+        self.is_eager = False
+        self._impl: Callable | None = None
+
+    def _build(self, args: tuple, kwargs: dict) -> Callable:
+        mode = self.mode
+        if mode == "cuda-graph" and not _has_cuda_tensor((args, kwargs)):
+            warnings.warn(
+                f"compile='cuda-graph': CUDA graphs need CUDA tensors; compiling the "
+                f"{self.what} with the default mode",
+                UserWarning,
+                stacklevel=4,
+            )
+            mode = self.mode = "default"
+        options: dict[str, Any] = {"dynamic": False}
+        if mode == "cuda-graph":
+            options["mode"] = "reduce-overhead"
+        return _torch_compile(self.fn, **options)
+
+    def _fall_back(self, err: BaseException) -> None:
+        self.is_eager = True
+        self._impl = None
+        warnings.warn(
+            f"compile={self.mode!r}: could not compile the {self.what} ({_reason(err)}); "
+            f"running eager",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _call_impl(self, args: tuple, kwargs: dict) -> Any:
+        if self.mode == "cuda-graph":
+            # Each call is a new step of the CUDA-graph tree; results are copied out of the
+            # graph's memory pool, which the next replay overwrites.
+            torch.compiler.cudagraph_mark_step_begin()
+            return _clone_tensors(self._impl(*args, **kwargs))
+        return self._impl(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_eager:
+            return self.fn(*args, **kwargs)
+        if self._impl is not None:
+            return self._call_impl(args, kwargs)
+        generators = _generators((args, kwargs))
+        saved = [g.get_state() for g in generators]
+        saved_global = torch.random.get_rng_state()
+        try:
+            self._impl = self._build(args, kwargs)
+            return self._call_impl(args, kwargs)
+        except Exception as err:  # any compiler failure: warn once, then eager for good
+            for g, s in zip(generators, saved, strict=True):
+                g.set_state(s)
+            torch.random.set_rng_state(saved_global)
+            self._fall_back(err)
+            return self.fn(*args, **kwargs)
+
+
+def compiled(fn: Callable, *, mode: str | None, what: str) -> Callable:
+    """Return ``fn`` compiled with ``torch.compile`` in ``mode``, or ``fn`` itself for ``None``.
+
+    The compilation happens on the first call (``dynamic=False``: one shape per run;
+    ``"cuda-graph"`` uses ``mode="reduce-overhead"`` on CUDA tensors and, with a warning, the
+    default mode on CPU tensors). If compiling or the first compiled call fails (no C++
+    compiler, an unsupported operation, double backward, ...), one ``UserWarning``
+    ``"compile=...: could not compile the {what} ({reason}); running eager"`` is issued and
+    ``fn`` runs eagerly from then on: never silently, never a wrong result.
+
+    Args:
+        fn: the function to compile (pure tensor code; generator arguments are fine).
+        mode: ``None``, ``"default"`` or ``"cuda-graph"`` (see :func:`check_compile`).
+        what: what ``fn`` is, for the warning, e.g. ``"MALA step"``.
+
+    Returns:
+        ``fn`` when ``mode`` is ``None``, else a :class:`Compiled` wrapper.
+
+    Example:
+        >>> f = lambda t: t + 1
+        >>> compiled(f, mode=None, what="step") is f
+        True
+    """
+    if mode is None:
+        return fn
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"mode must be None, 'default' or 'cuda-graph'; got {mode!r}")
+    return Compiled(fn, mode, what)
