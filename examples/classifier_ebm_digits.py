@@ -4,7 +4,8 @@ Trains a small ConvNet with the JEM objective (cross-entropy on p(y|x) plus maxi
 on F(x) = -logsumexp logits, SGLD negatives from a replay buffer) on the first half of the
 digits, then reports test accuracy and calibration, detects pixel-shuffled digits and uniform
 noise with the energy score, and draws class-conditional samples by Langevin on E(x, y).
-Run: python examples/classifier_ebm_digits.py [--steps N] [--sgld-steps K] [--out DIR]
+Run: python examples/classifier_ebm_digits.py [--quick] [--steps N] [--sgld-steps K] [--out DIR]
+(``--quick``: 150 steps of 5-step SGLD and 50-step sample chains, a smoke run of ~15 s).
 """
 
 from __future__ import annotations
@@ -23,19 +24,26 @@ from ebmlab.training.images import classifier_metrics, fit_jem, langevin_negativ
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--sgld-steps", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (1000)")
+    parser.add_argument("--sgld-steps", type=int, default=None, help="SGLD steps (10)")
     parser.add_argument("--out", type=Path, default=None, help="write figures here")
     args = parser.parse_args()
+    steps = args.steps or (150 if args.quick else 1000)
+    sgld_steps = args.sgld_steps or (5 if args.quick else 10)
+    sample_steps = 50 if args.quick else 300
     torch.set_num_threads(1)
     train_x, train_y = digits("train", dtype=torch.float32)
     test_x, test_y = digits("test", dtype=torch.float32)
     torch.manual_seed(0)
-    clf = ClassifierEnergy(ConvNet(1, 8, 10, widths=(16, 32), hidden=64))
-    negatives = langevin_negatives((1, 8, 8), num_steps=args.sgld_steps, buffer_size=2000,
+    widths = (8, 16) if args.quick else (16, 32)
+    clf = ClassifierEnergy(ConvNet(1, 8, 10, widths=widths, hidden=64))
+    negatives = langevin_negatives((1, 8, 8), num_steps=sgld_steps, buffer_size=2000,
                                    dtype=torch.float32)
-    fit_jem(clf, train_x, train_y, num_steps=args.steps, negatives=negatives, alpha=0.1,
-            progress=False, log_every=max(1, args.steps // 10))
+    lr = 3e-3 if args.quick else 1e-3
+    fit_jem(clf, train_x, train_y, num_steps=steps, negatives=negatives, alpha=0.1,
+            optimizer=lambda params: torch.optim.Adam(params, lr=lr), progress=False,
+            log_every=max(1, steps // 10))
     clf.eval()
     scores = classifier_metrics(clf, test_x, test_y)
     print(f"test accuracy {scores['accuracy']:.3f}, ECE {scores['ece']:.3f}")
@@ -50,8 +58,8 @@ def main() -> None:
                   f", softmax {auroc(softmax_score(logits_in), softmax_score(logits)):.3f}")
     labels = torch.arange(10).repeat_interleave(6)
     start = negatives.buffer.data[torch.randint(len(negatives.buffer), (60,), generator=g)]
-    samples = sample_images(clf.marginal(), start, labels=labels, num_steps=300, step_size=0.1,
-                            noise=0.005, generator=g)  # h = 1 overshoots on E(x, y)
+    samples = sample_images(clf.marginal(), start, labels=labels, num_steps=sample_steps,
+                            step_size=0.1, noise=0.005, generator=g)  # h = 1 overshoots on E(x, y)
     with torch.no_grad():
         hit = float((clf.predict(samples.images) == labels).double().mean())
     print(f"class-conditional samples recognised as their class: {hit:.0%}")
