@@ -50,11 +50,13 @@ def test_loss_without_negatives_and_history_columns(tmp_path):
                   progress=False)
     assert abs(float(model.mean.detach()) + 1.0) < 1e-6
     assert hist["step"] == [10, 20, 30, 40]
-    assert all(math.isnan(g) for g in hist["gap"])  # no negatives: no gap
+    # no negatives: no gap, left out of the records and the CSV (not NaN)
+    assert "gap" not in hist.columns and "energy_neg" not in hist.columns
     assert hist["loss"][-1] < hist["loss"][0]
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
     assert [float(r["loss"]) for r in rows] == hist["loss"]  # floats round-trip exactly
+    assert "gap" not in rows[0] and "nan" not in (tmp_path / "metrics.csv").read_text()
 
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -73,7 +73,9 @@ STRUCTURED_LOSSES = {
     fn.__name__: fn for fn in (structured_perceptron, structured_hinge, crf_nll)
 }
 
-REGULARIZERS = {"energy_l2": energy_l2, "gradient_penalty": gradient_penalty}
+REGULARIZERS = {
+    "energy_l2": energy_l2, "energy_gap": energy_gap, "gradient_penalty": gradient_penalty,
+}
 
 # The inputs a loss may name: a loss's parameters of these names are what the training loop
 # supplies (``eb.training.resolve_loss``); its other parameters are options.

@@ -81,6 +81,12 @@ def energy_gap(e_pos: Tensor, e_neg: Tensor) -> Tensor:
         TypeError: if an input is not a floating tensor or the dtypes differ.
         ValueError: if the shapes do not match.
 
+    References:
+        Du & Mordatch, "Implicit generation and generalization in energy-based models",
+        NeurIPS 2019, arXiv:1903.08689 (the energy-magnitude regulariser it replaces);
+        Nijkamp et al., "On the anatomy of MCMC-based maximum likelihood learning of
+        energy-based models", AAAI 2020, arXiv:1903.12370 (the gap as the diagnostic).
+
     Example:
         >>> import torch, ebmlab as eb
         >>> eb.losses.energy_gap(torch.tensor([1.0, 3.0]), torch.tensor([4.0, 6.0])).item()

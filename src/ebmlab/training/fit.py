@@ -149,7 +149,7 @@ def fit(
     :func:`ebmlab.training.negatives.default_negatives` (persistent Langevin chains from a
     replay buffer, 5 % restarted inside the data's bounding box, step set from the data's
     scale); NCE gets Gaussian noise fitted to the data (16 per point).
-    ``contrastive_divergence`` gets :func:`default_regularizer` (``0.1 * energy_l2``) unless
+    ``contrastive_divergence`` gets :func:`default_regularizer` (``0.1 * energy_gap``) unless
     ``regularizer=None``.
 
     **Divergence.** A non-finite loss, energy or gradient (caught before the optimiser steps),
@@ -517,7 +517,8 @@ def _log(
         bar.n = run.step - stats.shape[0]
         bar.update(stats.shape[0])
         # A metric that does not apply (the gap without negatives) is left out, not shown NaN.
-        postfix = {k: f"{record[k]:.4g}" for k in ("loss", "gap") if math.isfinite(record[k])}
+        postfix = {k: f"{record[k]:.4g}" for k in ("loss", "gap")
+                   if k in record and math.isfinite(record[k])}
         if guard.history.rollbacks:
             postfix["rollbacks"] = str(len(guard.history.rollbacks))
         bar.set_postfix(postfix)
@@ -568,6 +569,8 @@ def _flush(
     n = len(values)
     loss = sum(v[0] for v in values) / n
     e_pos = sum(v[1] for v in values) / n
-    e_neg = sum(v[2] for v in values) / n if has_negatives else math.nan
-    return {"step": done, "loss": loss, "energy_pos": e_pos, "energy_neg": e_neg,
-            "gap": e_neg - e_pos}
+    record = {"step": done, "loss": loss, "energy_pos": e_pos}
+    if has_negatives:  # without negatives the gap does not apply: left out, not NaN
+        e_neg = sum(v[2] for v in values) / n
+        record.update(energy_neg=e_neg, gap=e_neg - e_pos)
+    return record

@@ -55,8 +55,9 @@ class History:
     """What :func:`fit` recorded: one record per logging point.
 
     Each record holds ``step`` (steps completed), ``loss``, ``energy_pos``, ``energy_neg`` and
-    ``gap`` (= energy_neg − energy_pos; NaN where the loss uses no negatives), averaged over the
-    steps since the previous record, plus ``lr`` and whatever evaluation callbacks add.
+    ``gap`` (= energy_neg − energy_pos; both left out where the loss uses no negatives, so the
+    metrics CSV has no such columns), averaged over the steps since the previous record, plus
+    ``lr`` and whatever evaluation callbacks add.
 
     A run that recovered from a divergence (``on_divergence="rollback"``) has one entry per
     rollback in :attr:`rollbacks`, and every record after the first carries the running count
