@@ -59,6 +59,10 @@ class _Scaled(Energy):
         e, g = self.energy.energy_and_grad(y, x)
         return e * self.scale, g * self.scale.view(-1, *([1] * (g.ndim - 1)))
 
+    def select_rows(self, index: Tensor) -> _Scaled:
+        """The energy of rows ``index`` of the batch (NUTS's compaction calls it)."""
+        return _Scaled(self.energy, self.scale[index])
+
 
 class ParallelTempering:
     r"""Replica exchange: one copy of every chain at each inverse temperature.
