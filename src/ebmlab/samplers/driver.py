@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive_int
 from ebmlab.energy import Energy
-from ebmlab.samplers import diagnostics
 from ebmlab.samplers.adaptation import DualAveraging
+from ebmlab.samplers.chain import (
+    ESS_LIMIT,
+    R_HAT_LIMIT,
+    STUCK_ACCEPTANCE,
+    Chain,
+    stack_info,
+    warn_if_troubled,
+)
 from ebmlab.samplers.state import State
-from ebmlab.warnings import SamplerWarning
 
 __all__ = [
     "sample",
@@ -28,11 +33,6 @@ __all__ = [
     "MIN_MASS_BURN_IN",
 ]
 
-# The thresholds of the end-of-run SamplerWarning (Vehtari et al. 2021's recommendations).
-R_HAT_LIMIT = 1.01
-ESS_LIMIT = 100.0
-# A chain whose mean acceptance over the last adaptation window is below this is stuck.
-STUCK_ACCEPTANCE = 0.01
 # Diagonal mass adaptation needs a burn-in of at least this many steps (Stan's 75 + 25 + 50).
 MIN_MASS_BURN_IN = 150
 
@@ -50,104 +50,6 @@ class Sampler(Protocol):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[State, Any]: ...
-
-
-@dataclass(frozen=True)
-class Chain:
-    """The kept samples of a run of :func:`sample` and the per-step diagnostics.
-
-    Attributes:
-        samples: ``(T, chains, *y_shape)``, T = ``num_steps // thin``.
-        energy: :math:`F(x, y)` of every sample, ``(T, chains)``.
-        info: the kernel's Info record with every field stacked along T, ``(T, chains)``.
-        step_size: the step size used after burn-in (adapted or as given); with per-chain
-            adaptation the median over the chains (see ``step_sizes``).
-        state: the final state, to continue the chains with ``kernel.step``.
-        step_sizes: the per-chain step sizes after burn-in ``(chains,)`` (``None`` when the
-            step size was not adapted per chain).
-        mass: the adapted diagonal mass matrix, ``(chains, *y_shape)`` per chain or
-            ``y_shape`` shared (``None`` when not adapted).
-        kernel: the kernel used after burn-in (adapted step sizes and mass), to continue.
-        num_divergent: divergent steps per chain over all ``num_steps`` sampling steps
-            (thinned-out steps included), ``(chains,)``.
-        num_reinitialised: chains found stuck at the end of burn-in and restarted from a
-            healthy chain's state.
-        num_stuck: chains found stuck that could not be restarted (no healthy chain, or
-            ``adapt="shared"``, which never moves a chain).
-    """
-
-    samples: Tensor
-    energy: Tensor
-    info: NamedTuple
-    step_size: float
-    state: Any
-    step_sizes: Tensor | None = None
-    mass: Tensor | None = None
-    kernel: Any = None
-    num_divergent: Tensor | None = None
-    num_reinitialised: int = 0
-    num_stuck: int = 0
-
-    def summary(self) -> dict[str, float]:
-        """Return the headline diagnostics as numbers.
-
-        Keys: ``num_samples``, ``num_chains``, ``step_size``, ``acceptance_rate`` (mean),
-        ``num_divergent`` (total over the sampling steps), ``ess_min`` and ``ess_mean`` (bulk
-        ESS over coordinates), ``ess_bulk_min``, ``ess_tail_min``, ``r_hat_max``
-        (rank-normalised; NaN with fewer than 4 samples per chain), ``mcse_max`` (of the
-        mean), ``num_reinitialised`` and ``num_stuck``.
-
-        Raises:
-            ValueError: for a chain without samples or chains.
-        """
-        flat = self.samples.flatten(2)
-        if flat.shape[0] == 0 or flat.shape[1] == 0:
-            raise ValueError(
-                f"Chain.summary needs at least one sample and one chain; samples have shape "
-                f"{tuple(self.samples.shape)}"
-            )
-        if flat.shape[0] >= 4:
-            bulk = diagnostics.ess_bulk(flat)
-            tail = diagnostics.ess_tail(flat)
-            r_hat = diagnostics.r_hat(flat)
-            mcse = diagnostics.mcse(flat)
-        else:
-            bulk = tail = r_hat = mcse = torch.full(flat.shape[2:], math.nan)
-        info = self.info
-        rate = getattr(info, "acceptance_rate", None)
-        divergent = self.num_divergent
-        if divergent is None:
-            divergent = (diagnostics.num_divergent(info) if hasattr(info, "is_divergent")
-                         else torch.zeros(()))
-        return {
-            "num_samples": float(flat.shape[0]),
-            "num_chains": float(flat.shape[1]),
-            "step_size": float(self.step_size),
-            "acceptance_rate": math.nan if rate is None else float(rate.double().mean()),
-            "num_divergent": float(divergent.sum()),
-            "ess_min": _nan_min(bulk),
-            "ess_mean": float(bulk.nanmean()) if bulk.numel() else math.nan,
-            "ess_bulk_min": _nan_min(bulk),
-            "ess_tail_min": _nan_min(tail),
-            "r_hat_max": _nan_max(r_hat),
-            "mcse_max": _nan_max(mcse),
-            "num_reinitialised": float(self.num_reinitialised),
-            "num_stuck": float(self.num_stuck),
-        }
-
-
-def _nan_min(t: Tensor) -> float:
-    t = t[~torch.isnan(t)]
-    return float(t.min()) if t.numel() else math.nan
-
-
-def _nan_max(t: Tensor) -> float:
-    t = t[~torch.isnan(t)]
-    return float(t.max()) if t.numel() else math.nan
-
-
-def _stack_info(infos: list[Any]) -> Any:
-    return type(infos[0])(*(torch.stack(field) for field in zip(*infos, strict=True)))
 
 
 def mass_windows(burn_in: int) -> list[int]:
@@ -451,7 +353,7 @@ def sample(
         chain = Chain(
             samples=torch.stack(positions),
             energy=torch.stack(energies),
-            info=_stack_info(infos),
+            info=stack_info(infos),
             step_size=float(step_size),
             state=state,
             step_sizes=report.get("step_sizes"),
@@ -461,40 +363,5 @@ def sample(
             num_reinitialised=report.get("num_reinitialised", 0),
             num_stuck=report.get("num_stuck", 0),
         )
-    _warn_if_troubled(chain)
+    warn_if_troubled(chain)
     return chain
-
-
-def _warn_if_troubled(chain: Chain) -> None:
-    """Issue one SamplerWarning naming every figure out of bounds (silent when healthy)."""
-    s = chain.summary()
-    problems, advice = [], []
-    if s["num_divergent"] > 0:
-        chains = int((chain.num_divergent > 0).sum()) if chain.num_divergent is not None else 0
-        problems.append(f"{int(s['num_divergent'])} divergent steps after burn-in (in {chains} "
-                        f"of {int(s['num_chains'])} chains)")
-        advice.append("a smaller step size (or a higher target_acceptance)")
-    if s["r_hat_max"] > R_HAT_LIMIT:
-        problems.append(f"R-hat {s['r_hat_max']:.3f} > {R_HAT_LIMIT}")
-        advice.append("a longer burn_in and more steps, or tempering "
-                      "(eb.samplers.ParallelTempering) if the target has separated modes")
-    if math.isnan(s["r_hat_max"]) and s["num_samples"] >= 4:
-        problems.append("R-hat undefined (the chains did not move)")
-        advice.append("a smaller step size (or a higher target_acceptance)")
-    if s["ess_bulk_min"] < ESS_LIMIT:
-        problems.append(f"bulk ESS {s['ess_bulk_min']:.0f} < {ESS_LIMIT:.0f}")
-        advice.append("more steps or more chains")
-    if s["num_reinitialised"] or s["num_stuck"]:
-        problems.append(
-            f"{int(s['num_reinitialised'] + s['num_stuck'])} chains stuck at the end of burn-in "
-            f"({int(s['num_reinitialised'])} re-initialised from healthy chains)"
-        )
-        advice.append("a longer burn_in or starting points nearer the mass")
-    if problems:
-        tries = "; ".join(dict.fromkeys(advice))
-        warnings.warn(
-            "eb.sample: the samples may not be trustworthy: " + "; ".join(problems)
-            + f". Try {tries}.",
-            SamplerWarning,
-            stacklevel=3,
-        )
