@@ -15,7 +15,14 @@ from ebmlab.samplers.integrators import leapfrog
 from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import HMCInfo, State
 
-__all__ = ["HMC", "DIVERGENCE_THRESHOLD", "check_mass", "mass_setup", "kinetic"]
+__all__ = [
+    "HMC",
+    "DIVERGENCE_THRESHOLD",
+    "check_mass",
+    "mass_setup",
+    "kinetic",
+    "accept_given",
+]
 
 # beta * energy error above which a trajectory counts as divergent (Stan's and BlackJAX's value).
 DIVERGENCE_THRESHOLD = 1000.0
@@ -42,6 +49,23 @@ def kinetic(p: Tensor, inv_mass: float | Tensor) -> Tensor:
     sq = p * p if not isinstance(inv_mass, Tensor) else p * p * inv_mass
     k = sq.flatten(1).sum(1)
     return k.mul_(0.5 * inv_mass) if not isinstance(inv_mass, Tensor) else k.mul_(0.5)
+
+
+def accept_given(log_ratio: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`~ebmlab.samplers.metropolis_accept` with its uniforms given (drawn beforehand).
+
+    Example:
+        >>> import torch
+        >>> accept_given(torch.tensor([0.0, -1e9]), torch.tensor([0.5, 0.5]))[0].tolist()
+        [True, False]
+    """
+    rate = log_ratio.clamp(max=0.0).exp_().nan_to_num_(nan=0.0)
+    return uniform < rate, rate
+
+
+def uniforms(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One uniform per chain, drawn as :func:`~ebmlab.samplers.metropolis_accept` draws it."""
+    return torch.rand(like.shape[:1], generator=generator, dtype=like.dtype, device=like.device)
 
 
 class HMC(Kernel):
@@ -108,8 +132,38 @@ class HMC(Kernel):
         generator: torch.Generator | None = None,
     ) -> tuple[State, HMCInfo]:
         """Draw momenta, integrate one trajectory per chain and accept or reject its end."""
+        p = noise_like(state.position, generator)
+        new, log_ratio, is_divergent, energy_error = self._trajectory(state, p, energy, x)
+        is_accepted, rate = metropolis_accept(log_ratio, generator)
+        new = select(is_accepted, new, state)
+        return new, HMCInfo(rate, is_accepted, is_divergent, energy_error)
+
+    def draw(self, y: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Return the random numbers of one step, ``(momentum noise, uniform)``, as :meth:`step`."""
+        return noise_like(y, generator), uniforms(y, generator)
+
+    def advance(
+        self,
+        state: State,
+        draws: tuple[Tensor, Tensor],
+        energy: Energy,
+        x: Tensor | None = None,
+    ) -> tuple[State, HMCInfo]:
+        """Make :meth:`step`'s move with its random numbers given (from :meth:`draw`).
+
+        No random draw happens here, so the function can be compiled (``eb.sample(...,
+        compile=True)``).
+        """
+        new, log_ratio, is_divergent, energy_error = self._trajectory(state, draws[0], energy, x)
+        is_accepted, rate = accept_given(log_ratio, draws[1])
+        new = select(is_accepted, new, state)
+        return new, HMCInfo(rate, is_accepted, is_divergent, energy_error)
+
+    def _trajectory(
+        self, state: State, noise: Tensor, energy: Energy, x: Tensor | None
+    ) -> tuple[State, Tensor, Tensor, Tensor]:
         y, e, g = state
-        p = noise_like(y, generator).mul_(self._momentum_scale)
+        p = noise * self._momentum_scale
         inv_mass = self._inv_mass
         if isinstance(inv_mass, Tensor) and inv_mass.device != y.device:
             inv_mass = inv_mass.to(y.device, y.dtype)
@@ -121,6 +175,4 @@ class HMC(Kernel):
         log_ratio = energy_error * -self.beta
         # "not <=" is also true for NaN, so one comparison flags both kinds of divergence.
         is_divergent = (log_ratio >= -DIVERGENCE_THRESHOLD).logical_not_()
-        is_accepted, rate = metropolis_accept(log_ratio, generator)
-        new = select(is_accepted, State(y_new, e_new, g_new), state)
-        return new, HMCInfo(rate, is_accepted, is_divergent, energy_error)
+        return State(y_new, e_new, g_new), log_ratio, is_divergent, energy_error

@@ -158,6 +158,7 @@ def langevin_step(
     neg_step: Scalar,
     noise_scale: Scalar,
     generator: torch.Generator | None,
+    noise: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The Euler-Maruyama Langevin move :math:`y' = y - h\nabla F(y) + \sqrt{2h/\beta}\,\xi`.
 
@@ -170,6 +171,8 @@ def langevin_step(
         neg_step: :math:`-h`, a number or a broadcastable tensor.
         noise_scale: :math:`\sqrt{2h/\beta}`, a number or a broadcastable tensor.
         generator: the random source of :math:`\xi`.
+        noise: :math:`\xi` drawn beforehand (then ``generator`` is not used), e.g. by a
+            compiled step whose random numbers are drawn outside the compiled region.
 
     Returns:
         ``(y', xi)``: the moved positions and the noise drawn.
@@ -180,7 +183,8 @@ def langevin_step(
         >>> y[0].tolist(), xi.shape
         ([-0.5, -0.5, -0.5], torch.Size([2, 3]))
     """
-    noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+    if noise is None:
+        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
     y_new = axpy(y, neg_step, grad)  # a fresh tensor: the noise is added in place
     if isinstance(noise_scale, Tensor):
         y_new = y_new.addcmul_(noise, noise_scale)

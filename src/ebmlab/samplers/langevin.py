@@ -72,21 +72,25 @@ class Langevin(Kernel):
         self._neg_step = -h
         sqrt = torch.sqrt if isinstance(h, Tensor) else math.sqrt
         self._noise_scale = sqrt(2.0 * h / self.beta)
-        self._constants: tuple[Tensor, Tensor] | None = None
+        self._constants: tuple[Tensor, Tensor, Tensor] | None = None
 
-    def _accepted(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        # ULA accepts every move: reuse one read-only pair of constant tensors while the
-        # batch keeps its shape, dtype and device (cheaper than allocating, or a dict lookup).
-        pair = self._constants
+    def _accepted(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # ULA accepts every move: reuse one read-only triple of constant tensors (rate 1,
+        # accepted, not divergent) while the batch keeps its shape, dtype and device (cheaper
+        # than allocating, or a dict lookup).
+        if torch.compiler.is_compiling():  # fresh constants: a cache would only add guards
+            is_true = torch.ones(like.shape, dtype=torch.bool, device=like.device)
+            return torch.ones_like(like), is_true, ~is_true
+        triple = self._constants
         if (
-            pair is None
-            or pair[0].shape != like.shape
-            or pair[0].dtype != like.dtype
-            or pair[0].device != like.device
+            triple is None
+            or triple[0].shape != like.shape
+            or triple[0].dtype != like.dtype
+            or triple[0].device != like.device
         ):
             is_true = torch.ones(like.shape, dtype=torch.bool, device=like.device)
-            pair = self._constants = (torch.ones_like(like), is_true)
-        return pair
+            triple = self._constants = (torch.ones_like(like), is_true, ~is_true)
+        return triple
 
     def step(
         self,
@@ -97,8 +101,50 @@ class Langevin(Kernel):
         generator: torch.Generator | None = None,
     ) -> tuple[State, Info]:
         """Make one Langevin step for every chain; returns the new state and its info."""
+        return self.advance(state, self.draw(state.position, generator), energy, x)
+
+    def lean_step(
+        self,
+        state: State,
+        energy: Energy,
+        x: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[State, Info]:
+        """Make :meth:`step`'s move without the divergence check (``is_divergent`` all false).
+
+        The same random numbers and the same new state as :meth:`step`; :func:`ebmlab.sample`
+        uses it between its divergence checks (``check_every``).
+        """
+        return self.advance(state, self.draw(state.position, generator), energy, x, check=False)
+
+    def draw(self, y: Tensor, generator: torch.Generator | None) -> tuple[Tensor]:
+        """Return the random numbers of one step, ``(noise,)``, drawn as :meth:`step` draws them."""
+        return (torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device),)
+
+    def advance(
+        self,
+        state: State,
+        draws: tuple[Tensor],
+        energy: Energy,
+        x: Tensor | None = None,
+        *,
+        check: bool = True,
+    ) -> tuple[State, Info]:
+        """Make :meth:`step`'s move with its random numbers given (from :meth:`draw`).
+
+        No random draw happens here, so the function can be compiled (``eb.sample(...,
+        compile=True)``). ``check=False`` skips the divergence check.
+        """
         y0, e0, g0 = state
-        y, noise = langevin_step(y0, g0, self._neg_step, self._noise_scale, generator)
+        y, noise = langevin_step(y0, g0, self._neg_step, self._noise_scale, None, draws[0])
+        if not check:
+            if self.domain is not None:
+                low, high = self.domain.bounds(y)
+                y = reflect(y, None, low, high)[0]
+            e, g = energy.energy_and_grad(y, x)
+            rate, accepted, never = self._accepted(e)
+            return State(y, e, g), Info(rate, accepted, never)
         overshoot = None
         if self.domain is not None:
             low, high = self.domain.bounds(y)
@@ -121,5 +167,5 @@ class Langevin(Kernel):
         is_divergent = (log_ratio >= -DIVERGENCE_THRESHOLD).logical_not_()
         if overshoot is not None:
             is_divergent |= overshoot
-        rate, accepted = self._accepted(e)
+        rate, accepted, _never = self._accepted(e)
         return State(y, e, g), Info(rate, accepted, is_divergent)

@@ -11,7 +11,7 @@ from ebmlab._checks import check_target_acceptance
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.samplers.base import Kernel
-from ebmlab.samplers.hmc import HMC, check_mass
+from ebmlab.samplers.hmc import HMC, accept_given, check_mass, uniforms
 from ebmlab.samplers.integrators import axpy, langevin_step
 from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import Info, State
@@ -101,8 +101,48 @@ class MALA(Kernel):
         if self._hmc is not None:
             new, info = self._hmc.step(state, energy, x, generator=generator)
             return new, Info(info.acceptance_rate, info.is_accepted, info.is_divergent)
-        y, e, g = state
-        y_new, noise = langevin_step(y, g, self._neg_step, self._noise_scale, generator)
+        y_new, noise = langevin_step(
+            state.position, state.grad, self._neg_step, self._noise_scale, generator
+        )
+        proposal, log_ratio = self._propose(state, y_new, noise, energy, x)
+        is_accepted, rate = metropolis_accept(log_ratio, generator)
+        return self._finish(state, proposal, log_ratio, is_accepted, rate)
+
+    def draw(self, y: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Return one step's random numbers, ``(noise, uniform)``, as :meth:`step` draws them."""
+        if self._hmc is not None:
+            return self._hmc.draw(y, generator)
+        return (
+            torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device),
+            uniforms(y, generator),
+        )
+
+    def advance(
+        self,
+        state: State,
+        draws: tuple[Tensor, Tensor],
+        energy: Energy,
+        x: Tensor | None = None,
+    ) -> tuple[State, Info]:
+        """Make :meth:`step`'s move with its random numbers given (from :meth:`draw`).
+
+        No random draw happens here, so the function can be compiled (``eb.sample(...,
+        compile=True)``).
+        """
+        if self._hmc is not None:
+            new, info = self._hmc.advance(state, draws, energy, x)
+            return new, Info(info.acceptance_rate, info.is_accepted, info.is_divergent)
+        y_new, noise = langevin_step(
+            state.position, state.grad, self._neg_step, self._noise_scale, None, draws[0]
+        )
+        proposal, log_ratio = self._propose(state, y_new, noise, energy, x)
+        is_accepted, rate = accept_given(log_ratio, draws[1])
+        return self._finish(state, proposal, log_ratio, is_accepted, rate)
+
+    def _propose(
+        self, state: State, y_new: Tensor, noise: Tensor, energy: Energy, x: Tensor | None
+    ) -> tuple[State, Tensor]:
+        y, e, _g = state
         e_new, g_new = energy.energy_and_grad(y_new, x)
         # log q(y'|y) = -|noise|^2 / 2 because (y' - y + h g) = sqrt(2h / beta) noise.
         back = axpy(y - y_new, self.step_size, g_new)
@@ -113,9 +153,12 @@ class MALA(Kernel):
             else (e - e_new) * self.beta + (back * back).flatten(1).sum(1) * self._neg_q_scale
         )
         log_ratio = log_ratio.add_((noise * noise).flatten(1).sum(1), alpha=0.5)
-        is_accepted, rate = metropolis_accept(log_ratio, generator)
+        return State(y_new, e_new, g_new), log_ratio
+
+    @staticmethod
+    def _finish(
+        state: State, proposal: State, log_ratio: Tensor, is_accepted: Tensor, rate: Tensor
+    ) -> tuple[State, Info]:
         # Non-finite energy or gradient of the proposal <=> non-finite log ratio.
         is_divergent = (log_ratio - log_ratio).ne(0.0)
-        return select(is_accepted, State(y_new, e_new, g_new), state), Info(
-            rate, is_accepted, is_divergent
-        )
+        return select(is_accepted, proposal, state), Info(rate, is_accepted, is_divergent)
