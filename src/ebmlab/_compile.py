@@ -96,10 +96,11 @@ class Compiled:
     the fallback draws the same random numbers as a purely eager run.
     """
 
-    def __init__(self, fn: Callable, mode: str, what: str) -> None:
+    def __init__(self, fn: Callable, mode: str, what: str, dynamic: bool | None = False) -> None:
         self.fn = fn
         self.mode = mode
         self.what = what
+        self.dynamic = dynamic
         self.is_eager = False
         self._impl: Callable | None = None
 
@@ -113,7 +114,7 @@ class Compiled:
                 stacklevel=4,
             )
             mode = self.mode = "default"
-        options: dict[str, Any] = {"dynamic": False}
+        options: dict[str, Any] = {"dynamic": self.dynamic}
         if mode == "cuda-graph":
             options["mode"] = "reduce-overhead"
         return _torch_compile(self.fn, **options)
@@ -155,7 +156,9 @@ class Compiled:
             return self.fn(*args, **kwargs)
 
 
-def compiled(fn: Callable, *, mode: str | None, what: str) -> Callable:
+def compiled(
+    fn: Callable, *, mode: str | None, what: str, dynamic: bool | None = False
+) -> Callable:
     """Return ``fn`` compiled with ``torch.compile`` in ``mode``, or ``fn`` itself for ``None``.
 
     The compilation happens on the first call (``dynamic=False``: one shape per run;
@@ -169,6 +172,8 @@ def compiled(fn: Callable, *, mode: str | None, what: str) -> Callable:
         fn: the function to compile (pure tensor code; generator arguments are fine).
         mode: ``None``, ``"default"`` or ``"cuda-graph"`` (see :func:`check_compile`).
         what: what ``fn`` is, for the warning, e.g. ``"MALA step"``.
+        dynamic: ``torch.compile``'s ``dynamic``; ``None`` (automatic) lets a step counter
+            that changes between calls become symbolic after one recompilation.
 
     Returns:
         ``fn`` when ``mode`` is ``None``, else a :class:`Compiled` wrapper.
@@ -182,4 +187,4 @@ def compiled(fn: Callable, *, mode: str | None, what: str) -> Callable:
         return fn
     if mode not in COMPILE_MODES:
         raise ValueError(f"mode must be None, 'default' or 'cuda-graph'; got {mode!r}")
-    return Compiled(fn, mode, what)
+    return Compiled(fn, mode, what, dynamic)
