@@ -180,11 +180,23 @@ class GaussianMixture(Energy):
         parameter's version counter, so an optimiser step (in place) or a reassignment
         invalidates it.
         """
+        if torch.compiler.is_compiling():
+            # Inside torch.compile: computed in the graph (a handful of (K, d) ops that the
+            # compiler fuses), since a cache keyed on data pointers would break the graph;
+            # ``shared`` is None because whether it applies depends on the values.
+            return self._compute_constants(with_shared=False)
         params = (self.means, self.log_scales, self.logits)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cached = getattr(self, "_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
+        constants = self._compute_constants(with_shared=True)
+        self._cache = (key, constants)
+        return constants
+
+    def _compute_constants(
+        self, with_shared: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         with torch.no_grad():
             iv = torch.exp(-2 * self.log_scales)  # (K, d)
             mu_iv = self.means * iv
@@ -195,11 +207,12 @@ class GaussianMixture(Energy):
                 - self.log_scales.sum(-1)
                 - 0.5 * d * math.log(2 * math.pi)
             )  # (K,)
-            first = self.log_scales.reshape(-1)[0]
-            shared = iv.reshape(-1)[0].clone() if bool((self.log_scales == first).all()) else None
-        constants = (iv, mu_iv.T.contiguous(), const, shared)
-        self._cache = (key, constants)
-        return constants
+            shared = None
+            if with_shared:
+                first = self.log_scales.reshape(-1)[0]
+                if bool((self.log_scales == first).all()):
+                    shared = iv.reshape(-1)[0].clone()
+        return iv, mu_iv.T.contiguous(), const, shared
 
     def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _unconditional(self, x)

@@ -34,7 +34,8 @@ class Chain:
     """The kept samples of a run of :func:`sample` and the per-step diagnostics.
 
     Attributes:
-        samples: ``(T, chains, *y_shape)``, T = ``num_steps // thin``.
+        samples: ``(T, chains, *y_shape)``, T = ``num_steps // thin`` (1 with
+            ``keep="last"``, whose diagnostics need more samples: R-hat and ESS are NaN).
         energy: :math:`F(x, y)` of every sample, ``(T, chains)``.
         info: the kernel's Info record with every field stacked along T, ``(T, chains)``.
         step_size: the step size used after burn-in (adapted or as given); with per-chain

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive_int
+from ebmlab._compile import check_compile
 from ebmlab.energy import Energy
 from ebmlab.samplers.adaptation import DualAveraging
 from ebmlab.samplers.chain import (
@@ -19,6 +20,13 @@ from ebmlab.samplers.chain import (
     Chain,
     stack_info,
     warn_if_troubled,
+)
+from ebmlab.samplers.loop import (
+    DEFAULT_CHECK_EVERY,
+    GRAD_DTYPES,
+    ReducedPrecisionGrad,
+    compiled_step,
+    run_steps,
 )
 from ebmlab.samplers.state import State
 
@@ -222,6 +230,10 @@ def sample(
     adapt_mass: str = "diag",
     generator: torch.Generator | None = None,
     progress: bool = False,
+    keep: str = "all",
+    check_every: int = DEFAULT_CHECK_EVERY,
+    compile: bool | str = False,
+    grad_dtype: torch.dtype | None = None,
 ) -> Chain:
     r"""Run ``sampler`` on :math:`p(y|x) \propto e^{-\beta F(x, y)}` from ``y0``, one chain per row.
 
@@ -242,9 +254,28 @@ def sample(
       state, step size and mass of a randomly chosen healthy chain before sampling starts,
       and counted in ``Chain.num_reinitialised``.
 
-    Then ``num_steps`` steps are run and every ``thin``-th state is kept. Inputs are
-    validated here once; the loop itself does no validation, no host synchronisation (except
-    NUTS's early-stop reads, see :class:`~ebmlab.samplers.NUTS`) and builds no autograd graph.
+    Then ``num_steps`` steps are run and every ``thin``-th state is kept (``keep="last"``:
+    only the last of those, so nothing else is stored). Inputs are validated here once; the
+    loop itself does no validation, no host synchronisation (except NUTS's early-stop reads,
+    see :class:`~ebmlab.samplers.NUTS`) and builds no autograd graph.
+
+    Speed (see ``docs/performance.md``):
+
+    - ``check_every``: Langevin's divergence check (a few ops per step) runs every
+      ``check_every`` steps (default 10) and at the last step; a check that finds a chain
+      non-finite flags it divergent in every kept sample since the previous check, so a NaN
+      sample is never reported as valid. ``check_every=1`` checks every step, and so does
+      Langevin with a ``domain`` (reflection can hide an unstable step), MALA and HMC (their
+      check is one op, and rejection keeps their states finite).
+    - ``compile=True`` (or ``"cuda-graph"`` on CUDA): the step of Langevin, MALA and HMC is
+      compiled with ``torch.compile`` (one compilation per run, ~20 s on a CPU; an adapting
+      burn-in runs eager, the step after it is compiled). The random numbers are drawn
+      eagerly in the same order, so the chains equal the eager ones to float rounding. If
+      compilation fails, one ``UserWarning`` says why and the run continues eagerly.
+    - ``grad_dtype=torch.bfloat16`` or ``torch.float16``: ``energy_and_grad`` runs under
+      ``torch.autocast`` at that dtype (matrix products in reduced precision); states,
+      energies and the accept/reject arithmetic stay in ``y0``'s dtype. MALA and HMC are then
+      exact for the energy as evaluated in reduced precision. Float64 inputs stay float64.
 
     At the end the run is checked, and one :class:`ebmlab.SamplerWarning` names every figure
     that says the samples should not be trusted: divergent steps after burn-in, a
@@ -264,9 +295,14 @@ def sample(
         adapt_mass: ``"diag"`` or ``"none"``.
         generator: the random source; the same generator state gives identical chains.
         progress: show a progress bar (tqdm).
+        keep: ``"all"`` (every ``thin``-th state) or ``"last"`` (only the last of them).
+        check_every: steps between Langevin's divergence checks (>= 1).
+        compile: ``False``, ``True`` (``"default"``) or ``"cuda-graph"``.
+        grad_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16``.
 
     Returns:
-        A :class:`Chain` with ``samples`` of shape ``(num_steps // thin, chains, *y_shape)``.
+        A :class:`Chain` with ``samples`` of shape ``(num_steps // thin, chains, *y_shape)``
+        (``(1, chains, *y_shape)`` with ``keep="last"``).
 
     Raises:
         TypeError: if an argument has the wrong type, ``y0``'s dtype differs from the
@@ -304,10 +340,18 @@ def sample(
     if adapt_mass not in ("diag", "none"):
         raise ValueError(f"adapt_mass must be 'diag' or 'none'; got {adapt_mass!r}")
     check_generator(generator)
+    if keep not in ("all", "last"):
+        raise ValueError(f"keep must be 'all' or 'last'; got {keep!r}")
+    check_every = check_positive_int(check_every, "check_every")
+    mode = check_compile(compile)
+    _check_grad_dtype(grad_dtype)
+    run_energy = energy
+    if grad_dtype is not None and isinstance(energy, Energy):
+        run_energy = ReducedPrecisionGrad(energy, grad_dtype)
     if isinstance(y0, Tensor) and (y0.ndim == 0 or y0.shape[0] == 0):
         raise ValueError(f"y0 must hold at least one chain (chains, *y_shape); got shape "
                          f"{tuple(y0.shape)}")
-    state = sampler.init(y0, energy, x)
+    state = sampler.init(y0, run_energy, x)
     bad = ~torch.isfinite(state.energy)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:5].tolist()
@@ -327,29 +371,25 @@ def sample(
         report: dict[str, Any] = {}
         if burn_in and target is not None and hasattr(sampler, "with_step_size"):
             state, kernel, report = _adapt(
-                sampler, state, energy, x, burn_in, per_chain=adapt == "per_chain",
+                sampler, state, run_energy, x, burn_in, per_chain=adapt == "per_chain",
                 adapt_mass=adapt_mass == "diag", generator=generator, steps=steps,
             )
             step_size = report["step_size"]
-        else:
-            step = sampler.step
-            for _ in steps(burn_in, "burn-in") if burn_in else ():
-                state, _info = step(state, energy, x, generator=generator)
-
-        step = kernel.step
-        positions: list[Tensor] = []
-        energies: list[Tensor] = []
-        infos: list[Any] = []
-        divergent = None
-        for t in steps(num_steps, "sampling"):
-            state, info = step(state, energy, x, generator=generator)
-            flag = getattr(info, "is_divergent", None)
-            if flag is not None:
-                divergent = flag.long() if divergent is None else divergent + flag
-            if t % thin == thin - 1:  # every step when thin == 1
-                positions.append(state.position)
-                energies.append(state.energy)
-                infos.append(info)
+        # One compiled step for the burn-in without adaptation and the sampling (the kernel
+        # is the same); an adapted kernel is compiled after its burn-in.
+        fast = compiled_step(sampler, mode) if kernel is sampler else None
+        if burn_in and kernel is sampler:
+            state = run_steps(
+                sampler, state, run_energy, x, burn_in, thin=1, keep="none",
+                check_every=check_every, fast=fast, generator=generator, steps=steps,
+                desc="burn-in",
+            )[0]
+        if kernel is not sampler:
+            fast = compiled_step(kernel, mode)
+        state, positions, energies, infos, divergent = run_steps(
+            kernel, state, run_energy, x, num_steps, thin=thin, keep=keep,
+            check_every=check_every, fast=fast, generator=generator, steps=steps,
+        )
         chain = Chain(
             samples=torch.stack(positions),
             energy=torch.stack(energies),
@@ -365,3 +405,17 @@ def sample(
         )
     warn_if_troubled(chain)
     return chain
+
+
+def _check_grad_dtype(grad_dtype: object) -> None:
+    if grad_dtype is None:
+        return
+    if not isinstance(grad_dtype, torch.dtype):
+        raise TypeError(
+            f"grad_dtype must be None, torch.bfloat16 or torch.float16; got "
+            f"{type(grad_dtype).__name__}"
+        )
+    if grad_dtype not in GRAD_DTYPES:
+        raise ValueError(
+            f"grad_dtype must be None, torch.bfloat16 or torch.float16; got {grad_dtype}"
+        )
