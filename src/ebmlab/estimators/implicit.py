@@ -19,7 +19,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from ebmlab.domain import Box
-from ebmlab.energies.neural import MLPEnergy
 from ebmlab.estimators._common import (
     _GRID_CELLS,
     _IMPORTANCE_SAMPLES,
@@ -32,6 +31,7 @@ from ebmlab.estimators._common import (
     _ibc_gradient_penalty,
     _ImportanceGrid,
     _Standardized,
+    _TemperedMLP,
     _unit_box,
     check_params,
 )
@@ -51,10 +51,13 @@ class ImplicitRegressor(RegressorMixin, BaseEstimator):
 
     A scikit-learn estimator for targets with several correct values per input
     (multi-valued, discontinuous or skewed relations), where a least-squares regressor
-    returns their average. ``fit`` trains an :class:`ebmlab.energies.MLPEnergy` on
-    :math:`[y, x]` with :func:`ebmlab.fit`; the model is the Gibbs density
-    :math:`p(y|x) = e^{-E(x, y)} / Z(x)` on the box ``y_bounds_`` (the training targets'
-    range widened by ``y_margin`` on each side). ``predict`` returns the lowest-energy
+    returns their average. ``fit`` trains the energy
+    :math:`E(x, y) = e^{t(x)} F([y, x])` (an :class:`ebmlab.energies.MLPEnergy` :math:`F`
+    times an inverse temperature from a small MLP :math:`t` of the input, so the width of
+    :math:`p(y|x)` can change with :math:`x`) with :func:`ebmlab.fit`; the model is the
+    Gibbs density :math:`p(y|x) = e^{-E(x, y)} / Z(x)` on the box ``y_bounds_`` (the
+    training targets' range widened by ``y_margin`` on each side). ``predict`` returns the
+    lowest-energy
     :math:`y` found by :func:`ebmlab.infer`, ``predict_modes`` every distinct minimum,
     ``sample`` draws from :math:`p(y|x)`, and ``score`` is the mean log-likelihood
     :math:`\frac1n \sum_i \log p(y_i|x_i)` (nats; normalised by grid quadrature on
@@ -236,8 +239,8 @@ class ImplicitRegressor(RegressorMixin, BaseEstimator):
             torch.manual_seed(seed)
             torch.set_default_dtype(torch.float32)
             try:
-                net = MLPEnergy(k, X.shape[1], hidden=tuple(self.hidden_layer_sizes),
-                                activation=self.activation)
+                net = _TemperedMLP(k, X.shape[1], tuple(self.hidden_layer_sizes),
+                                   self.activation)
             finally:
                 torch.set_default_dtype(default_dtype)
         net = net.to(device=self.device)
