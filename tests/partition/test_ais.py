@@ -128,5 +128,10 @@ def test_ais_errors():
     for bad in (0.0, 1.0, math.nan):
         with pytest.raises(ValueError, match="target_acceptance"):
             AIS(target_acceptance=bad)
-    with pytest.raises(TypeError, match="target_acceptance"):
-        AIS(target_acceptance=None)
+    with pytest.raises(ValueError, match="kernel"):
+        AIS(kernel="langevin")
+    with pytest.raises(TypeError, match="bidirectional"):
+        AIS(bidirectional="yes")
+    with pytest.raises(ValueError, match="samples"):
+        AIS(bidirectional=True).log_partition(q, domain=eb.Box([-1, -1], [1, 1]),
+                                              samples=torch.zeros(4, 3))

@@ -27,6 +27,9 @@ class Estimate:
             :class:`ebmlab.partition.Grid`).
         ess: the effective sample size :math:`(\sum w)^2 / \sum w^2` of the importance
             weights behind a Monte Carlo estimate (same shape), ``None`` for a grid.
+        lower, upper: with bidirectional AIS (:class:`ebmlab.partition.AIS`), the stochastic
+            lower bound (the forward estimate) and upper bound (from reverse AIS) on
+            :math:`\log Z`; ``None`` otherwise.
 
     Example:
         >>> import torch
@@ -39,6 +42,8 @@ class Estimate:
     value: Tensor
     stderr: Tensor
     ess: Tensor | None = None
+    lower: Tensor | None = None
+    upper: Tensor | None = None
 
     @classmethod
     def from_log_weights(cls, log_weights: Tensor, dim: int = 0) -> Estimate:

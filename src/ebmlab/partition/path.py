@@ -85,3 +85,30 @@ class TemperedEnergy(Energy):
                 f = torch.where(self.domain.contains(y), f, torch.full_like(f, math.inf))
             e = e + (t * self.beta) * f
         return e
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r""":math:`E_t` and its gradient, with the target's own (analytic) ``energy_and_grad``.
+
+        The base's part is differentiated by autograd (a closed form: cheap); outside
+        ``domain`` the energy is :math:`+\infty` and the target's gradient is replaced by 0.
+        """
+        t = self.t
+        e = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        g = torch.zeros_like(y)
+        if t < 1:
+            with torch.enable_grad():
+                yb = y.detach().requires_grad_(True)
+                log_p0 = self.base_log_prob(yb)
+                if log_p0.requires_grad:
+                    (g0,) = torch.autograd.grad(log_p0.sum(), yb)
+                    g = g - (1 - t) * g0
+            e = e - (1 - t) * log_p0.detach()
+        if t > 0:
+            f, gf = self.energy.energy_and_grad(y, x)
+            if self.domain is not None:
+                inside = self.domain.contains(y)
+                f = torch.where(inside, f, torch.full_like(f, math.inf))
+                gf = torch.where(inside.reshape(-1, *([1] * (y.ndim - 1))), gf, 0.0)
+            e = e + (t * self.beta) * f
+            g = g + (t * self.beta) * gf
+        return e, g
