@@ -55,3 +55,16 @@ def test_cache_follows_reassignment_and_in_place_edits():
     with torch.no_grad():
         gm.log_scales[0, 0] += 0.3  # breaks isotropy: the general path must be taken
     assert_matches(gm, y)
+
+
+def test_under_torch_compile_the_constants_are_computed_in_the_graph(monkeypatch):
+    # What a compiled step sees: no cache read or write (a data-pointer key would break the
+    # graph) and the general quadratic form, still equal to autograd after a training step.
+    gm = eb.energies.GaussianMixture.ring(8, scale=0.3)
+    y = torch.randn(32, 2, generator=torch.Generator().manual_seed(4))
+    opt = torch.optim.SGD(gm.parameters(), lr=0.1)
+    gm.forward(y).mean().backward()
+    opt.step()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert_matches(gm, y)
+    assert getattr(gm, "_cache", None) is None

@@ -6,7 +6,9 @@ import warnings
 
 import pytest
 import torch
+from scipy import stats
 
+import ebmlab as eb
 from ebmlab import _compile
 
 
@@ -70,3 +72,87 @@ def test_cuda_graph_on_cpu_warns_and_uses_default(monkeypatch: pytest.MonkeyPatc
         f(torch.zeros(2))
     assert "mode" not in seen and seen["dynamic"] is False
     assert f.mode == "default"
+
+
+# --- eb.sample(..., compile=...) -------------------------------------------------------------
+# The compiled tests pay one torch.compile each (~20 s on an idle CPU core, more under load):
+# two of them, marked slow, on tiny shapes.
+
+MIXTURE = eb.energies.GaussianMixture.ring(4, radius=1.5, scale=0.5).double()
+
+
+def mixture_samples(n: int, g: torch.Generator) -> torch.Tensor:
+    """Exact draws from MIXTURE (as in test_statistics.py)."""
+    k = torch.randint(MIXTURE.means.shape[0], (n,), generator=g)
+    noise = torch.randn(n, 2, generator=g) * MIXTURE.log_scales.detach().exp()[k]
+    return MIXTURE.means.detach()[k] + noise
+
+
+def test_sample_falls_back_to_eager_with_one_warning(monkeypatch, generator):
+    def no_compiler(fn: object, **kwargs: object) -> object:
+        raise RuntimeError("Compiler: cc not found")
+
+    monkeypatch.setattr(_compile, "_torch_compile", no_compiler)
+    y0 = mixture_samples(16, generator)
+    seed = generator.initial_seed()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = eb.sample(MIXTURE, y0, eb.samplers.MALA(0.2), 20, burn_in=10, compile=True,
+                        generator=torch.Generator().manual_seed(seed))
+    messages = [str(w.message) for w in caught if w.category is UserWarning]
+    assert len(messages) == 1
+    assert "could not compile the MALA step (RuntimeError: Compiler: cc not found)" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = eb.sample(MIXTURE, y0, eb.samplers.MALA(0.2), 20, burn_in=10,
+                          generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(got.samples, eager.samples)
+
+
+def test_a_kernel_without_advance_runs_eager_with_a_warning(generator):
+    y0 = mixture_samples(4, generator)
+    with pytest.warns(UserWarning, match="the NUTS step cannot be compiled"):
+        warnings.simplefilter("ignore", eb.SamplerWarning)
+        eb.sample(MIXTURE, y0, eb.samplers.NUTS(0.3, target_acceptance=None), 4, compile=True,
+                  generator=generator)
+
+
+@pytest.mark.slow
+def test_compiled_mala_equals_eager_and_keeps_the_law(generator):
+    # 2000 chains from exact mixture draws, 6 MALA steps compiled and eager with the same
+    # stream: equal to float64 rounding (the compiled graph takes the general quadratic form,
+    # the eager one the shared-scale path), and the compiled end state still has the law of
+    # the target: two-sample KS tests on y_1 and on the energy at level 1e-5 each.
+    y0 = mixture_samples(2000, generator)
+    seed = generator.initial_seed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.SamplerWarning)
+        fast = eb.sample(MIXTURE, y0, eb.samplers.MALA(0.15, target_acceptance=None), 6,
+                         compile=True, generator=torch.Generator().manual_seed(seed))
+        slow = eb.sample(MIXTURE, y0, eb.samplers.MALA(0.15, target_acceptance=None), 6,
+                         generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(fast.samples, slow.samples, rtol=1e-9, atol=1e-9)
+    assert torch.equal(fast.info.is_accepted, slow.info.is_accepted)
+    end, fresh = fast.samples[-1], mixture_samples(2000, generator)
+    assert stats.ks_2samp(end[:, 0].numpy(), fresh[:, 0].numpy()).pvalue > 1e-5
+    energies = MIXTURE.energy_and_grad(end)[0], MIXTURE.energy_and_grad(fresh)[0]
+    assert stats.ks_2samp(energies[0].numpy(), energies[1].numpy()).pvalue > 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_hmc_after_per_chain_adaptation_equals_eager(generator):
+    # The adapting burn-in runs eager; the adapted kernel (a step size and a diagonal mass
+    # per chain, as tensors) is compiled for the sampling steps.
+    y0 = mixture_samples(8, generator)
+    seed = generator.initial_seed()
+    runs = []
+    for compile in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", eb.SamplerWarning)
+            runs.append(eb.sample(MIXTURE, y0, eb.samplers.HMC(0.2, 3), 10, burn_in=160,
+                                  compile=compile, generator=torch.Generator().manual_seed(seed)))
+    fast, slow = runs
+    assert fast.mass is not None and fast.mass.shape == (8, 2)
+    torch.testing.assert_close(fast.samples, slow.samples, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fast.info.energy_error, slow.info.energy_error, rtol=1e-7,
+                               atol=1e-9)
