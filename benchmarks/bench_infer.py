@@ -4,7 +4,7 @@
 and on the 8-mode GaussianMixture (unconditional: 32,768 starts). Both sides start from the same
 points and run the same number of steps; the library's time includes merging the minima.
 Also: early stopping on, the analytic-gradient path against autograd, and peak memory.
-Usage: python benchmarks/bench_infer.py [--quick] [--memory] [--scipy]
+Usage: python benchmarks/bench_infer.py [--quick] [--memory] [--scipy] [--compile]
 
 ``--scipy`` (issue 11): eb.infer with its defaults against scipy.optimize multi-start L-BFGS-B
 with deduplication, on the same starts, for landscapes with known minima: minima found,
@@ -310,9 +310,65 @@ def scipy_comparison() -> None:
     )
 
 
+def compile_comparison() -> None:
+    """``--compile`` (issue 18): eb.infer(compile=True) against eager on the MLP problems.
+
+    The 1,024 x 32 benchmark (200 Adam steps, early stop off, then early stop on), both sides
+    from the same starts; the first compiled call (the compilation) is timed on its own and
+    left out of the ratio (``compare`` warms both sides up once).
+    """
+    import os
+    import time
+
+    rows = []
+    for name, energy, x, shape in problems()[:2]:
+        y0 = torch.randn(B, S, *shape, generator=torch.Generator().manual_seed(1))
+        solver = eb.inference.Adam(lr=LR)
+
+        def run(is_compiled: bool, early: bool, target: eb.Energy = energy,
+                x: torch.Tensor = x, y0: torch.Tensor = y0,
+                solver: eb.inference.Adam = solver) -> eb.Inference:
+            return eb.infer(target, x=x, init=y0, solver=solver, max_steps=STEPS,
+                            early_stop=early, gtol=1e-4, ftol=1e-7, compile=is_compiled)
+
+        def first_call(early: bool) -> float:
+            start = time.perf_counter()
+            run(True, early)
+            return time.perf_counter() - start
+
+        for early in (False, True):
+            first = with_threads(1, lambda early=early: first_call(early))
+            eager = run(False, early)
+            fast = run(True, early)
+            diff = float((eager.best - fast.best).abs().max())
+            vs = with_threads(1, lambda early=early: compare(lambda: run(True, early),
+                                                             lambda: run(False, early),
+                                                             repeats=3))
+            row = {"problem": name, "early stop": early, "eager (s)": vs["baseline_s"],
+                   "compile=True (s)": vs["library_s"], "speed-up": 1 / vs["ratio"],
+                   "first call (s)": first, "max |best diff|": diff,
+                   "same counts": bool((eager.count == fast.count).all())}
+            rows.append(row)
+            print(row, flush=True)
+    load = os.getloadavg()
+    write(
+        "infer_compile",
+        rows,
+        ["problem", "early stop", "eager (s)", "compile=True (s)", "speed-up", "first call (s)",
+         "max |best diff|", "same counts"],
+        notes=(f"{B} inputs x {S} starts, {STEPS} Adam steps (lr {LR}), 1 thread, median of 3 "
+               "after one warm-up call each, order alternated; times include the eager merge. "
+               "speed-up = eager / compiled; first call = the compilation plus one run. "
+               "Target (issue 18): speed-up >= 1.5 on the 1,024 x 32 MLP. "
+               f"Load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end."),
+    )
+
+
 if __name__ == "__main__":
     if "--scipy" in sys.argv:
         scipy_comparison()
+    elif "--compile" in sys.argv:
+        compile_comparison()
     elif "--rss" in sys.argv:
         i = sys.argv.index("--rss")
         rss_child(int(sys.argv[i + 1]), sys.argv[i + 2])

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from ebmlab._compile import check_compile
 from ebmlab.domain import Box
 from ebmlab.energy import Energy, LatentEnergy, check_energy_output, check_rows_independent
+from ebmlab.inference.compiled_loop import (
+    compiled_block,
+    functional_energy_and_grad,
+    minimize_compiled,
+)
 from ebmlab.inference.dfo import DFO
 from ebmlab.inference.joint import infer_joint
 from ebmlab.inference.multistart import (  # noqa: F401 (old home of the engine)
@@ -51,6 +59,7 @@ def infer(
     top_k: int = 1,
     max_starts: int = 65536,
     coverage: float = 0.99,
+    compile: bool | str = False,
 ) -> Inference:
     r"""Find every distinct minimum of :math:`F(x_b, \cdot)` for each input :math:`x_b`.
 
@@ -109,13 +118,23 @@ def infer(
             energy ignores the options of the multi-start search.
         max_starts: most starts per input with ``num_starts="auto"``.
         coverage: target of ``1 - unseen_probability`` with ``num_starts="auto"``.
+        compile: ``True`` (or ``"cuda-graph"``: also captured in a CUDA graph on CUDA
+            tensors) runs the solver's steps between two convergence checks as one
+            ``torch.compile``\ d block; the results equal the eager path's to floating-point
+            tolerance. The working set then keeps its shape (stopped starts are frozen, not
+            removed), an autograd energy is differentiated by ``torch.func.grad``, and the
+            first call pays the compilation (seconds to a minute on a CPU; once per run size
+            and solver). It pays off for many steps on large batches (see
+            ``docs/performance.md``). When compilation fails, one ``UserWarning`` and the
+            eager path. The basin merge, the second-order check and the derivative-free
+            solver run eagerly.
 
     Returns:
         An :class:`ebmlab.Inference`.
 
     Raises:
         ValueError: bad shapes, sizes or tolerances, an energy that mixes the rows of the
-            batch, or every start diverged.
+            batch, every start diverged, or an unknown ``compile``.
         TypeError: a non-tensor or non-floating input.
 
     Example:
@@ -141,7 +160,7 @@ def infer(
             z_domain=z_domain, solver=solver, generator=generator, init=init,
             max_steps=max_steps, gtol=gtol, ftol=ftol, check_every=check_every,
             early_stop=early_stop, merge_tol=merge_tol, return_trajectory=return_trajectory,
-            init_scale=init_scale, dtype=dtype, device=device,
+            init_scale=init_scale, dtype=dtype, device=device, compile=compile,
         )
     if not isinstance(energy, Energy):
         raise TypeError(f"energy must be an ebmlab.Energy; got {type(energy).__name__}")
@@ -151,6 +170,7 @@ def infer(
         check_every=check_every, merge_tol=merge_tol, dtype=dtype, device=device,
         max_starts=max_starts, coverage=coverage,
     )
+    mode = check_compile(compile)
     if p.auto and return_trajectory:
         raise ValueError("return_trajectory needs a fixed num_starts, not 'auto'")
     y0 = starts(p.b, p.s, p.shape, domain, init, generator, p.dtype, p.device, init_scale)
@@ -161,8 +181,14 @@ def infer(
         res = _dfo(energy, y0, x, p, domain, landscape)
     else:
         descent = Descent(p.solver, max_steps, gtol, ftol, check_every)
+        traced = None
+        if mode is not None:
+            uses_autograd = type(energy).energy_and_grad is Energy.energy_and_grad
+            fn = functional_energy_and_grad(energy.forward) if uses_autograd else (
+                energy.energy_and_grad)
+            traced = (compiled_block(mode), fn)
         res = _rounds(landscape, y0, p, descent, generator, domain, init_scale, early_stop,
-                      return_trajectory)
+                      return_trajectory, traced)
     warn_unconverged(res, max_steps)
     return res
 
@@ -200,12 +226,24 @@ def _rounds(
     init_scale: float,
     early_stop: bool,
     return_trajectory: bool,
+    traced: tuple[Callable, Callable] | None = None,
 ) -> Inference:
-    """Minimise, merge and check; with ``p.auto``, add rounds of starts until covered."""
+    """Minimise, merge and check; with ``p.auto``, add rounds of starts until covered.
+
+    ``traced`` is ``(block, energy_and_grad)`` for ``compile=``: the starts are minimised by
+    :func:`ebmlab.inference.compiled_loop.minimize_compiled` (the merge stays eager).
+    """
     b, shape, x = p.b, p.shape, landscape.x
 
     def run(y: Tensor, rows: Tensor, n: int) -> Minimization:
         xr = None if x is None else x[rows].repeat_interleave(n, dim=0)
+        if traced is not None:
+            return minimize_compiled(
+                Objective(traced[1], xr, landscape.project), y, descent.solver,
+                block=traced[0], max_steps=descent.max_steps, gtol=descent.gtol,
+                ftol=descent.ftol, check_every=descent.check_every, is_early_stop=early_stop,
+                is_trajectory=return_trajectory, groups=n,
+            )
         return minimize(
             Objective(landscape.energy_and_grad, xr, landscape.project), y, descent.solver,
             max_steps=descent.max_steps, gtol=descent.gtol, ftol=descent.ftol,

@@ -8,8 +8,14 @@ import math
 import torch
 from torch import Tensor
 
+from ebmlab._compile import check_compile
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import LatentEnergy, check_energy_output
+from ebmlab.inference.compiled_loop import (
+    compiled_block,
+    functional_latent_energy_and_grad,
+    minimize_compiled,
+)
 from ebmlab.inference.multistart import Descent, Landscape, assemble, minimize, starts
 from ebmlab.inference.problem import check_problem, event_shape
 from ebmlab.inference.result import Inference, warn_unconverged
@@ -40,6 +46,7 @@ def infer_joint(
     init_scale: float = 1.0,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    compile: bool | str = False,
 ) -> Inference:
     r"""Find the distinct joint minima :math:`(\check y, \check z) = \arg\min_{y,z} E(x, y, z)`.
 
@@ -63,6 +70,8 @@ def infer_joint(
             ``1e-3`` times the diameter of the domains when both are given, else ``1e-2``.
         return_trajectory: keep the y part of every path, ``(T, B, S, *y_shape)``.
         init_scale: standard deviation of Gaussian starts.
+        compile: as in :func:`ebmlab.infer`: the solver's steps in compiled blocks (an
+            autograd energy differentiated by ``torch.func.grad``), the merge eager.
 
     Returns:
         An :class:`ebmlab.Inference` whose ``z`` holds ``(B, K, *z_shape)``.
@@ -88,6 +97,7 @@ def infer_joint(
         generator=generator, init=init, max_steps=max_steps, gtol=gtol, ftol=ftol,
         check_every=check_every, merge_tol=merge_tol, dtype=dtype, device=device,
     )
+    mode = check_compile(compile)
     b, s, ys = p.b, p.s, p.shape
     zs = event_shape(
         z_shape, z_domain, energy.z_shape, name="z_shape", domain_name="z_domain",
@@ -105,9 +115,13 @@ def infer_joint(
         # (N, dy + dz) -> (N, *y_shape), (N, *z_shape)
         return v[:, :dy].reshape(-1, *ys), v[:, dy:].reshape(-1, *zs)
 
+    joint_grad = energy.energy_and_grad
+    if mode is not None and type(energy).energy_and_grad is LatentEnergy.energy_and_grad:
+        joint_grad = functional_latent_energy_and_grad(energy.forward)
+
     def energy_and_grad(v: Tensor, xv: Tensor | None) -> tuple[Tensor, Tensor]:
         y, z = split(v)
-        e, gy, gz = energy.energy_and_grad(y, z, xv)
+        e, gy, gz = joint_grad(y, z, xv)
         return e, torch.cat([gy.reshape(-1, dy), gz.reshape(-1, dz)], 1)
 
     project = None
@@ -120,18 +134,13 @@ def infer_joint(
             return torch.cat([y.reshape(-1, dy), z.reshape(-1, dz)], 1)
 
     v0 = torch.cat([y0.reshape(b * s, dy), z0.reshape(b * s, dz)], 1)
-    run = minimize(
-        Objective(energy_and_grad, xr, project),
-        v0,
-        p.solver,
-        max_steps=max_steps,
-        gtol=gtol,
-        ftol=ftol,
-        check_every=check_every,
-        is_early_stop=early_stop,
-        is_trajectory=return_trajectory,
-        groups=s,
-    )
+    options = dict(max_steps=max_steps, gtol=gtol, ftol=ftol, check_every=check_every,
+                   is_early_stop=early_stop, is_trajectory=return_trajectory, groups=s)
+    objective = Objective(energy_and_grad, xr, project)
+    if mode is None:
+        run = minimize(objective, v0, p.solver, **options)
+    else:
+        run = minimize_compiled(objective, v0, p.solver, block=compiled_block(mode), **options)
     landscape = Landscape(energy_and_grad, x, (dy + dz,), project)
     joint = assemble(
         run, b, s, (dy + dz,), p.merge_tol, landscape=landscape,

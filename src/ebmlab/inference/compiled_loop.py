@@ -1,0 +1,215 @@
+"""``compile=`` for inference: the batched minimisation run in compiled blocks of solver steps.
+
+:func:`minimize_compiled` is :func:`ebmlab.inference.minimization.minimize` with the solver's
+steps between two convergence checks fused into one ``torch.compile``\\ d call
+(:func:`ebmlab._compile.compiled`, which falls back to eager with one ``UserWarning`` when
+compilation fails). The working set keeps one shape for the whole run (problems that stop are
+frozen, not removed), so the block compiles once per run size instead of once per shrink, and
+a CUDA graph can be replayed; :func:`functional_energy_and_grad` replaces an autograd gradient
+(a graph break for the compiler) by ``torch.func.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ebmlab._compile import compiled
+from ebmlab.inference.minimization import (
+    Minimization,
+    group_scales,
+    projected_grad,
+    projected_grad_norm,
+)
+from ebmlab.inference.solver import Objective, Solver, SolverState
+
+__all__ = [
+    "functional_energy_and_grad",
+    "functional_latent_energy_and_grad",
+    "solver_block",
+    "compiled_block",
+    "minimize_compiled",
+]
+
+EnergyAndGrad = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
+
+
+def functional_energy_and_grad(forward: Callable[[Tensor, Tensor | None], Tensor]) -> EnergyAndGrad:
+    """Return ``(y, x) -> (F, dF/dy)`` by ``torch.func.grad`` of ``forward``: traceable whole.
+
+    The same values as the autograd gradient of :meth:`ebmlab.Energy.energy_and_grad`, but
+    the compiler traces it into the step's graph instead of breaking the graph at
+    ``torch.autograd.grad``.
+
+    Example:
+        >>> import torch
+        >>> fn = functional_energy_and_grad(lambda y, x: (y**2).sum(-1))
+        >>> fn(torch.tensor([[1.0, 2.0]]), None)
+        (tensor([5.]), tensor([[2., 4.]]))
+    """
+
+    def energy_and_grad(y: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
+        def total(v: Tensor) -> tuple[Tensor, Tensor]:
+            e = forward(v, x)
+            return e.sum(), e
+
+        g, e = torch.func.grad(total, has_aux=True)(y)
+        return e.detach(), g
+
+    return energy_and_grad
+
+
+def functional_latent_energy_and_grad(
+    forward: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+) -> Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]]:
+    """Return ``(y, z, x) -> (E, dE/dy, dE/dz)`` by ``torch.func.grad`` (see above).
+
+    Example:
+        >>> import torch
+        >>> fn = functional_latent_energy_and_grad(lambda y, z, x: (y * z).sum(-1))
+        >>> fn(torch.tensor([[1.0]]), torch.tensor([[3.0]]), None)
+        (tensor([3.]), tensor([[3.]]), tensor([[1.]]))
+    """
+
+    def energy_and_grad(y: Tensor, z: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        def total(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+            e = forward(u, v, x)
+            return e.sum(), e
+
+        (gy, gz), e = torch.func.grad(total, argnums=(0, 1), has_aux=True)(y, z)
+        return e.detach(), gy, gz
+
+    return energy_and_grad
+
+
+def solver_block(
+    solver: Solver,
+    energy_and_grad: EnergyAndGrad,
+    project: Callable[[Tensor], Tensor] | None,
+    x: Tensor | None,
+    y: Tensor,
+    energy: Tensor,
+    grad: Tensor,
+    state: SolverState,
+    num_steps: int,
+    is_trajectory: bool,
+) -> tuple[Tensor, Tensor, Tensor, SolverState, Tensor, Tensor, list[Tensor]]:
+    """Run ``num_steps`` solver steps; also return the point and energy one step before the end.
+
+    The function that :func:`compiled_block` compiles: a module-level function, so that the
+    compiled code is cached across calls with the same solver and energy.
+
+    Returns:
+        ``(y, energy, grad, state, y_prev, energy_prev, path)``; ``path`` holds every
+        iterate when ``is_trajectory``, else it is empty.
+    """
+    objective = Objective(energy_and_grad, x, project)
+    path: list[Tensor] = []
+    y_prev, e_prev = y, energy
+    for _ in range(num_steps):
+        y_prev, e_prev = y, energy
+        y, energy, grad, state = solver.step(y, energy, grad, state, objective)
+        if is_trajectory:
+            path.append(y)
+    return y, energy, grad, state, y_prev, e_prev, path
+
+
+def compiled_block(mode: str) -> Callable:
+    """Return :func:`solver_block` through :func:`ebmlab._compile.compiled` in ``mode``.
+
+    ``dynamic=None``: the solver's step counters (Adam's ``t``, L-BFGS's ``count``) become
+    symbolic after one recompilation instead of recompiling at every block.
+    """
+    return compiled(solver_block, mode=mode, what="inference solver steps", dynamic=None)
+
+
+def minimize_compiled(
+    objective: Objective,
+    y0: Tensor,
+    solver: Solver,
+    *,
+    block: Callable,
+    max_steps: int,
+    gtol: float,
+    ftol: float,
+    check_every: int = 10,
+    is_early_stop: bool = True,
+    is_trajectory: bool = False,
+    groups: int | None = None,
+) -> Minimization:
+    """:func:`ebmlab.inference.minimization.minimize` with its steps in compiled blocks.
+
+    The stopping rule, the scales and the returned record are those of ``minimize``; the
+    steps between two checks (``check_every``) run as one call of ``block`` (from
+    :func:`compiled_block`); the steps after the last whole block run eagerly. Problems that
+    stop keep being stepped, frozen at their recorded end point, so every block has the shape
+    of the first and no recompilation follows a shrink; their later iterates are never read.
+    The results equal the eager path's to floating-point tolerance (the compiler reorders and
+    fuses operations).
+    """
+    n = y0.shape[0]
+    y = objective.project(y0.detach())
+    energy, grad = objective(y)
+    if groups is not None:
+        gscale, fscale = group_scales(energy, projected_grad_norm(y, grad, objective), groups)
+    else:
+        gscale = torch.ones(n, dtype=energy.dtype, device=energy.device)
+        fscale = gscale
+    gtol_n = gtol * gscale
+    state = solver.init(y, energy, grad)
+    out_y, out_e = y.clone(), energy.clone()
+    is_converged = torch.zeros(n, dtype=torch.bool, device=y.device)
+    is_diverged = torch.zeros_like(is_converged)
+    active = torch.ones_like(is_converged)
+    trajectory = [y.clone()] if is_trajectory else None
+    xtol, xgtol = math.sqrt(ftol), math.sqrt(gtol)
+    fn, project, x = objective.energy_and_grad, objective.project, objective.x
+    steps = 0
+    while steps < max_steps:
+        k = min(check_every, max_steps - steps)
+        with torch.no_grad():
+            if k == check_every:
+                y, energy, grad, state, y_prev, e_prev, path = block(
+                    solver, fn, project, x, y, energy, grad, state, k, is_trajectory
+                )
+            else:  # the remainder: eager, so that the block keeps one length
+                y, energy, grad, state, y_prev, e_prev, path = solver_block(
+                    solver, fn, project, x, y, energy, grad, state, k, is_trajectory
+                )
+        steps += k
+        if trajectory is not None:
+            frozen = ~active.view(-1, *([1] * (y.ndim - 1)))
+            trajectory.extend(torch.where(frozen, out_y, p) for p in path)
+        if not is_early_stop:
+            continue
+        flat_g = projected_grad(y, grad, objective).reshape(n, -1)
+        is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
+        moved = (y - y_prev).reshape(n, -1).norm(dim=-1)
+        size = y.reshape(n, -1).norm(dim=-1)
+        is_stalled = ((energy - e_prev).abs() <= ftol * (energy.abs() + fscale)) & (
+            moved <= xtol * (1 + size)
+        )
+        g_norm = flat_g.norm(dim=-1)
+        is_done = (g_norm <= gtol_n) | (is_stalled & (g_norm <= xgtol * gscale))
+        is_done = is_done & ~is_bad & active
+        leaving = (is_done | is_bad | is_stalled) & active
+        if bool(leaving.any()):
+            out_y[leaving] = y[leaving]
+            out_e[leaving] = energy[leaving]
+            is_converged |= is_done
+            is_diverged |= is_bad & active
+            active &= ~leaving
+            if not bool(active.any()):
+                break
+    if bool(active.any()):
+        out_y[active] = y[active]
+        out_e[active] = energy[active]
+        if not is_early_stop:
+            is_converged[active] = (projected_grad_norm(y, grad, objective) <= gtol_n)[active]
+        is_diverged[active] = ~torch.isfinite(energy[active])
+    traj = torch.stack(trajectory) if trajectory is not None else None
+    scales = (gscale, fscale) if groups is not None else (None, None)
+    return Minimization(out_y, out_e, is_converged, is_diverged, steps, traj, *scales)

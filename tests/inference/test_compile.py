@@ -1,0 +1,91 @@
+"""compile= on eb.infer: the argument check, the eager fallback, agreement with eager."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ebmlab as eb
+from ebmlab import _compile
+from ebmlab.inference.compiled_loop import minimize_compiled, solver_block
+from ebmlab.inference.minimization import minimize
+from ebmlab.inference.solver import Objective
+
+
+def _problem() -> tuple[eb.Energy, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    energy = eb.energies.MLPEnergy(2, x_dim=1, hidden=(8,)).requires_grad_(False)
+    x = torch.randn(3, 1)
+    y0 = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(1))
+    return energy, x, y0
+
+
+def test_compile_argument_is_checked() -> None:
+    energy, x, y0 = _problem()
+    with pytest.raises(ValueError, match="compile must be False, True"):
+        eb.infer(energy, x=x, init=y0, compile="fast")
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_frozen_loop_equals_minimize(early_stop: bool) -> None:
+    # The compiled loop's bookkeeping (frozen rows, one shape) run with an eager block: the
+    # same end points, flags and step count as the shrinking eager loop, bit for bit.
+    q = eb.energies.Quadratic(torch.diag(torch.tensor([1.0, 30.0])), mean=[1.0, -1.0])
+    y0 = torch.randn(12, 2, generator=torch.Generator().manual_seed(2)) * 3
+    y0[::4] = torch.tensor([1.0, -1.0])  # these converge at the first check, the others later
+    kwargs = dict(max_steps=57, gtol=1e-6, ftol=1e-12, check_every=5, is_early_stop=early_stop,
+                  is_trajectory=True, groups=4)
+    solver = eb.inference.GradientDescent(lr=0.03)
+    ref = minimize(Objective(q.energy_and_grad, None), y0, solver, **kwargs)
+    got = minimize_compiled(Objective(q.energy_and_grad, None), y0, solver, block=solver_block,
+                            **kwargs)
+    assert ref.num_steps == got.num_steps
+    for name in ("y", "energy", "is_converged", "is_diverged", "trajectory", "gscale"):
+        assert torch.equal(getattr(ref, name), getattr(got, name)), name
+    if early_stop:
+        assert bool(got.is_converged.any()) and not bool(got.is_converged.all())
+
+
+def test_fallback_warns_once_and_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_compiler(fn: object, **kwargs: object) -> object:
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(_compile, "_torch_compile", no_compiler)
+    energy, x, y0 = _problem()
+    kw = dict(x=x, init=y0, solver="adam", max_steps=60, check_every=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.InferenceWarning)
+        eager = eb.infer(energy, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = eb.infer(energy, compile=True, **kw)
+    fallback = [w for w in caught if "could not compile" in str(w.message)]
+    assert len(fallback) == 1
+    assert "inference solver steps" in str(fallback[0].message)
+    assert "no C++ compiler found" in str(fallback[0].message)
+    assert torch.equal(eager.count, got.count)
+    # The fallback runs the same steps eagerly, with the gradient by torch.func.grad.
+    torch.testing.assert_close(got.y, eager.y, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.energy, eager.energy, rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_compiled_infer_equals_eager() -> None:
+    # One real compilation (a 2-step gradient-descent block on a tiny MLP, ~20-60 s on CPU).
+    energy, x, y0 = _problem()
+    kw = dict(x=x, init=y0, solver=eb.inference.GradientDescent(lr=0.1), max_steps=40,
+              check_every=2, gtol=1e-4, ftol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.InferenceWarning)
+        eager = eb.infer(energy, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no fallback: really compiled
+            warnings.simplefilter("ignore", eb.InferenceWarning)
+            got = eb.infer(energy, compile=True, **kw)
+    assert torch.equal(eager.count, got.count)
+    # Float64: the compiler's reordering changes the last bits only.
+    torch.testing.assert_close(got.y, eager.y, rtol=0, atol=1e-8)
+    torch.testing.assert_close(got.energy, eager.energy, rtol=0, atol=1e-8)
+    assert eager.num_steps == got.num_steps
