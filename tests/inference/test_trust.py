@@ -40,6 +40,53 @@ def test_quadratics_of_every_condition_number_converge_with_defaults(d: int, kap
     assert res.hits.tolist() == [[16]]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_50d_quadratics_of_condition_1e4_converge_from_every_start_in_a_box(seed: int):
+    # Starts uniform in [-3, 3]^50, far up the walls (F ~ 1e5): with L-BFGS (10 pairs) as the
+    # polish ~40 % of them ended unconverged within the default budget.
+    d = 50
+    energy, mu, lam = _quadratic(d, 1e4, seed=100 + seed)
+    box = eb.Box(torch.full((d,), -3.0, dtype=torch.float64), torch.full((d,), 3.0,
+                                                                         dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", eb.InferenceWarning)
+        res = eb.infer(energy, num_starts=48, domain=box,
+                       generator=torch.Generator().manual_seed(seed))
+    assert res.count.tolist() == [1] and int(res.num_unconverged[0]) == 0
+    assert res.hits.tolist() == [[48]] and res.num_steps < 500
+    # |y - mu| <= |A (y - mu)| / lam_min, and converged means a projected gradient of at most
+    # gtol * g_scale, g_scale at most the box's width 6 sqrt(d) (a projected gradient).
+    bound = 1e-5 * 6 * math.sqrt(d) / float(lam[0])
+    assert float((res.best[0] - mu).norm()) <= bound
+
+
+def test_hybrid_polishes_small_problems_with_dense_bfgs_and_large_ones_with_lbfgs():
+    hybrid = eb.inference.Hybrid()
+    assert hybrid.is_dense(256, 50) and not hybrid.is_dense(256, 65)
+    assert not hybrid.is_dense(2**16, 64)  # N D^2 over dense_max_elements
+    assert not eb.inference.Hybrid(dense_max_dim=0).is_dense(1, 1)
+    y = torch.zeros(3, 4)
+    assert "h" in hybrid.init(y, y[:, 0], y) and "s" in eb.inference.Hybrid(
+        dense_max_dim=2).init(y, y[:, 0], y)
+
+
+def test_bfgs_as_an_explicit_solver_and_its_arguments():
+    from ebmlab.inference.lbfgs import BFGS
+
+    energy, mu, lam = _quadratic(20, 1e4, seed=7)
+    y0 = torch.randn(8, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for solver in (BFGS(), BFGS(refine=0)):
+        res = eb.infer(energy, init=y0, solver=solver, max_steps=1000)
+        assert res.count.tolist() == [1] and bool(res.converged.all())
+        # As above: |y - mu| <= gtol * g_scale / lam_min, g_scale <= lam_max max |y0 - mu|.
+        bound = 1e-5 * float(lam[-1]) * float((y0 - mu).norm(dim=-1).max()) / float(lam[0])
+        assert float((res.best[0] - mu).norm()) <= bound
+    with pytest.raises(ValueError, match="refine"):
+        BFGS(refine=-1)
+    with pytest.raises(ValueError, match="max_step"):
+        BFGS(max_step=0.0)
+
+
 def test_rosenbrock_and_double_wells_converge_with_defaults():
     rosen = eb.FunctionEnergy(
         lambda y, x: (100 * (y[:, 1:] - y[:, :-1] ** 2) ** 2 + (1 - y[:, :-1]) ** 2).sum(-1),
@@ -54,6 +101,23 @@ def test_rosenbrock_and_double_wells_converge_with_defaults():
                        generator=torch.Generator().manual_seed(1))
         assert res.count.tolist() == [2**d]
         assert res.hits.sum().item() == 24 * 2**d - int(res.num_unconverged[0])
+
+
+def test_rosenbrock_5d_both_minima_with_defaults():
+    # 5-D Rosenbrock has the global minimum at 1 and one local minimum near (-0.96, 0.94, ...).
+    rosen = eb.FunctionEnergy(
+        lambda y, x: (100 * (y[:, 1:] - y[:, :-1] ** 2) ** 2 + (1 - y[:, :-1]) ** 2).sum(-1),
+        y_shape=(5,),
+    )
+    box = eb.Box([-2.0] * 5, [2.0] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", eb.InferenceWarning)
+        res = eb.infer(rosen, num_starts=96, domain=box, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(0))
+    assert res.count.tolist() == [2] and int(res.num_unconverged[0]) == 0
+    torch.testing.assert_close(res.best[0], torch.ones(5, dtype=torch.float64), atol=1e-4,
+                               rtol=0)
+    assert float(res.y[0, 1, 0]) < -0.9
 
 
 def test_saddles_and_maxima_are_never_reported_even_from_starts_on_them():
