@@ -1,28 +1,41 @@
-"""eb.sample (Langevin, HMC) and eb.infer on CUDA at 10^6 chains against hand-written loops.
+"""eb.sample eager / compiled / CUDA-graph on CUDA at 10^4-10^6 chains against hand-written loops.
 
 One prepared script for a GPU machine: it refuses to run without CUDA (exit status 2 and a
-message), times each case with ``torch.cuda.synchronize`` around it (medians of REPEATS runs,
-library and loop alternated, after a warm-up), and writes ``results/gpu.{json,md}`` with the
-device named. Both sides do the same math from the same starts on the same device:
+message), times each case with ``torch.cuda.synchronize`` around it (medians of ``--repeats``
+runs after a warm-up call, which holds the compilation), and writes ``results/gpu.{json,md}``
+with the device named. Every side does the same math from the same starts on the same device,
+with the random numbers drawn eagerly in the same order (outputs are checked to agree):
 
-- Langevin: y' = y - h grad F(y) + sqrt(2h) xi, NUM_STEPS steps, every step kept.
-- HMC: NUM_LEAPFROG leapfrog steps of size EPS, Metropolis accept, no step-size adaptation.
-- infer: 31,250 inputs x 32 starts = 10^6 starts, STEPS Adam steps (lr 0.05), early stop off;
-  the library's time includes merging the minima.
+- Langevin: y' = y - h grad F(y) + sqrt(2h) xi; MALA: the same proposal, Metropolis accept;
+  HMC: NUM_LEAPFROG leapfrog steps of size EPS, Metropolis accept; no adaptation; only the
+  last state is kept (``keep="last"``), so the figures are the cost of the steps.
+- ebmlab in three modes: eager, ``compile=True`` and ``compile="cuda-graph"``; the baselines
+  are a hand-written eager loop and the same step under ``torch.compile``; ``ratio`` is the
+  time over the compiled hand-written loop (lower is faster).
+- ``GB/s`` is the achieved bandwidth of a minimal traffic model (per chain and step, the
+  state y, F, grad F read and written once and the random numbers written and read once:
+  what a fully fused step must move) and ``of_device`` its fraction of the device's copy
+  bandwidth, measured in the same run by a 1 GiB device-to-device copy.
+- eb.infer (Adam, MLP): eager and, when ``eb.infer`` takes ``compile=``, compiled, against a
+  hand-written Adam loop.
 
-Energies: GaussianMixture.ring(8) (closed-form gradient) and a 2->128->128->1 SiLU MLPEnergy
-(autograd gradient), float32.
+Energies: GaussianMixture.ring(8) (closed form) at every size, and a 2->128->128->1 SiLU
+MLPEnergy (autograd gradient) at the largest size, float32. Compilations are many (one per
+step function, mode and size): ``--budget-s`` (default 540) stops adding rows when it is
+spent, and whatever was measured is written.
 
-Run: ``python benchmarks/bench_gpu.py [--chains N] [--repeats R]``.
+Run: ``python benchmarks/bench_gpu.py [--sizes 10000,100000,1000000] [--repeats R]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -32,6 +45,7 @@ import ebmlab as eb
 from common import write
 
 NUM_STEPS, H, EPS, NUM_LEAPFROG, STEPS, LR, STARTS = 100, 0.01, 0.1, 5, 100, 0.05, 32
+MODES = {"eager": False, "compiled": True, "cuda-graph": "cuda-graph"}
 
 
 def sync() -> None:
@@ -39,25 +53,31 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def cuda_time(fn: Callable[[], object]) -> float:
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """Median time of ``fn`` over ``repeats`` runs, the warm-up call's time, the last output."""
     sync()
     start = time.perf_counter()
-    fn()
+    out = fn()
     sync()
-    return time.perf_counter() - start
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), first, out
 
 
-def compare(library: Callable[[], object], loop: Callable[[], object],
-            repeats: int) -> dict[str, float]:
-    library()
-    loop()
-    lib, hand = [], []
-    for i in range(repeats):
-        pair = [(library, lib), (loop, hand)]
-        for fn, store in pair if i % 2 == 0 else pair[::-1]:
-            store.append(cuda_time(fn))
-    lib_s, hand_s = statistics.median(lib), statistics.median(hand)
-    return {"library_s": lib_s, "loop_s": hand_s, "ratio": lib_s / hand_s}
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a 1 GiB device-to-device copy (read + write counted; 16 MiB on CPU)."""
+    a = torch.empty(1 << (28 if device.type == "cuda" else 22), dtype=torch.float32,
+                    device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    t, _, _ = median_time(lambda: b.copy_(a), 5)
+    return 2 * a.numel() * a.element_size() / t
 
 
 def grad_of(energy: eb.Energy, autograd: bool) -> Callable[[torch.Tensor], tuple]:
@@ -65,46 +85,114 @@ def grad_of(energy: eb.Energy, autograd: bool) -> Callable[[torch.Tensor], tuple
         return lambda y: energy.energy_and_grad(y)
 
     def eg(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = y.detach().requires_grad_(True)
-        e = energy.forward(y)
-        (g,) = torch.autograd.grad(e.sum(), y)
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            e = energy.forward(y)
+            (g,) = torch.autograd.grad(e.sum(), y)
         return e.detach(), g
 
     return eg
 
 
-def langevin_loop(eg: Callable, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def hand_step(kind: str, eg: Callable) -> Callable:
+    """One step of the same math as ebmlab's kernel, its random numbers given."""
     scale = math.sqrt(2 * H)
-    g = eg(y)[1]
-    out = torch.empty((NUM_STEPS, *y.shape), dtype=y.dtype, device=y.device)
-    for t in range(NUM_STEPS):
-        y = y - H * g + scale * torch.randn(y.shape, generator=gen, dtype=y.dtype,
-                                            device=y.device)
-        g = eg(y)[1]
-        out[t] = y
-    return out
 
+    def langevin(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+                 u: torch.Tensor) -> tuple:
+        y = y - H * g + scale * noise
+        e, g = eg(y)
+        return y, e, g
 
-def hmc_loop(eg: Callable, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    e, g = eg(y)
-    out = torch.empty((NUM_STEPS, *y.shape), dtype=y.dtype, device=y.device)
-    for t in range(NUM_STEPS):
-        p = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
-        k0 = 0.5 * (p * p).sum(-1)
-        yp, gp = y, g
-        p = p - 0.5 * EPS * gp
+    def mala(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+             u: torch.Tensor) -> tuple:
+        yp = y - H * g + scale * noise
+        ep, gp = eg(yp)
+        back = y - yp + H * gp
+        log_r = e - ep - (back * back).sum(-1) / (4 * H) + 0.5 * (noise * noise).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yp, y), torch.where(acc, ep, e),
+                torch.where(acc[:, None], gp, g))
+
+    def hmc(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
+            u: torch.Tensor) -> tuple:
+        h0 = e + 0.5 * (p * p).sum(-1)
+        yn, pn, en, gn = y, p - 0.5 * EPS * g, e, g
         for i in range(NUM_LEAPFROG):
-            yp = yp + EPS * p
-            ep, gp = eg(yp)
-            p = p - (0.5 * EPS if i == NUM_LEAPFROG - 1 else EPS) * gp
-        log_r = e - ep + k0 - 0.5 * (p * p).sum(-1)
-        u = torch.rand(log_r.shape, generator=gen, dtype=y.dtype, device=y.device)
-        acc = u < log_r.clamp(max=0).exp()
-        y = torch.where(acc[:, None], yp, y)
-        e = torch.where(acc, ep, e)
-        g = torch.where(acc[:, None], gp, g)
-        out[t] = y
-    return out
+            yn = yn + EPS * pn
+            en, gn = eg(yn)
+            pn = pn - (0.5 if i == NUM_LEAPFROG - 1 else 1.0) * EPS * gn
+        log_r = h0 - en - 0.5 * (pn * pn).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yn, y), torch.where(acc, en, e),
+                torch.where(acc[:, None], gn, g))
+
+    return {"langevin": langevin, "mala": mala, "hmc": hmc}[kind]
+
+
+def hand_loop(kind: str, eg: Callable, compiled: bool) -> Callable:
+    step = hand_step(kind, eg)
+    if compiled:
+        step = torch.compile(step, dynamic=False)
+
+    def run(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        e, g = eg(y)
+        for _ in range(NUM_STEPS):
+            noise = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+            u = noise if kind == "langevin" else torch.rand(
+                y.shape[:1], generator=gen, dtype=y.dtype, device=y.device)
+            y, e, g = step(y, e, g, noise, u)
+        return y
+
+    return run
+
+
+def kernel_of(kind: str) -> object:
+    return {
+        "langevin": lambda: eb.samplers.Langevin(H),
+        "mala": lambda: eb.samplers.MALA(H, target_acceptance=None),
+        "hmc": lambda: eb.samplers.HMC(EPS, NUM_LEAPFROG, target_acceptance=None),
+    }[kind]()
+
+
+def bytes_per_chain_step(kind: str, dim: int, itemsize: int) -> int:
+    """The minimal traffic model: state (y, F, grad F) read + written, draws written + read."""
+    draws = dim + (0 if kind == "langevin" else 1)
+    return itemsize * (2 * (2 * dim + 1) + 2 * draws)
+
+
+def sampling_rows(label: str, energy: eb.Energy, autograd: bool, kind: str, n: int,
+                  device: torch.device, repeats: int, peak: float) -> list[dict[str, object]]:
+    eg = grad_of(energy, autograd)
+    y0 = torch.randn(n, 2, device=device, generator=torch.Generator(device).manual_seed(1))
+    kernel = kernel_of(kind)
+    runs: dict[str, Callable[[], torch.Tensor]] = {}
+    for mode, flag in MODES.items():
+        runs[f"ebmlab {mode}"] = lambda flag=flag: eb.sample(
+            energy, y0, kernel, NUM_STEPS, keep="last", compile=flag,
+            generator=torch.Generator(device).manual_seed(2)).samples[-1]
+    for name, compiled in (("hand loop", False), ("compiled hand loop", True)):
+        loop = hand_loop(kind, eg, compiled)
+        runs[name] = lambda loop=loop: loop(y0, torch.Generator(device).manual_seed(2))
+    timed = {}
+    for name, fn in runs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timed[name] = median_time(fn, repeats)
+    base = timed["compiled hand loop"][0]
+    ref = timed["ebmlab eager"][2]
+    rows = []
+    for name, (t, first, out) in timed.items():
+        rate = n * NUM_STEPS / t
+        bandwidth = rate * bytes_per_chain_step(kind, 2, 4)
+        rows.append({
+            "case": f"sample {kind}", "energy": label, "chains": n, "side": name,
+            "seconds": t, "first_call_s": first, "chain_steps_per_s": rate,
+            "GB/s": bandwidth / 1e9, "of_device": bandwidth / peak, "ratio": t / base,
+            "max_abs_diff": float((out - ref).abs().max()),
+        })
+        print(rows[-1], flush=True)
+    return rows
 
 
 def adam_loop(energy: eb.Energy, y0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -117,10 +205,54 @@ def adam_loop(energy: eb.Energy, y0: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return y.detach()
 
 
+def infer_rows(n: int, device: torch.device, repeats: int) -> list[dict[str, object]]:
+    """eb.infer, B inputs x 32 starts = n starts, Adam STEPS steps, early stop off."""
+    b = n // STARTS
+    mlp = eb.energies.MLPEnergy(2, x_dim=2, hidden=(128, 128)).to(device).float()
+    mlp.requires_grad_(False)
+    x = torch.randn(b, 2, device=device)
+    y0 = torch.randn(b, STARTS, 2, device=device)
+    flat, xr = y0.reshape(b * STARTS, 2), x.repeat_interleave(STARTS, 0)
+    solver = eb.inference.Adam(lr=LR)
+    sides: dict[str, Callable[[], object]] = {"hand loop": lambda: adam_loop(mlp, flat, xr)}
+    flags = {"eager": False}
+    if "compile" in inspect.signature(eb.infer).parameters:
+        flags["compiled"] = True
+    for mode, flag in flags.items():
+        kwargs = {"compile": flag} if flag else {}
+        sides[f"ebmlab {mode}"] = lambda kwargs=kwargs: eb.infer(
+            mlp, x, init=y0, solver=solver, max_steps=STEPS, early_stop=False, **kwargs)
+    timed = {}
+    for name, fn in sides.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timed[name] = median_time(fn, repeats)
+    base = timed["hand loop"][0]
+    rows = []
+    for name, (t, first, _out) in timed.items():
+        rows.append({"case": f"infer Adam {STEPS} steps", "energy": "MLPEnergy 2+2-128-128-1",
+                     "chains": b * STARTS, "side": name, "seconds": t, "first_call_s": first,
+                     "chain_steps_per_s": b * STARTS * STEPS / t, "ratio": t / base})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def set_recompile_limit(limit: int) -> None:
+    """One step function is compiled per mode, size and energy: raise dynamo's limit."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, limit)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--chains", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000",
+                        help="comma-separated chain counts (the MLP runs at the largest)")
+    parser.add_argument("--kernels", default="langevin,mala,hmc")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=540.0,
+                        help="stop adding rows after this many seconds")
     parser.add_argument("--device", default="cuda",
                         help="cuda (default); cpu only to smoke-test the script, no results file")
     args = parser.parse_args()
@@ -129,61 +261,41 @@ def main() -> int:
         print("bench_gpu.py needs a CUDA device (torch.cuda.is_available() is False); "
               "run it on a GPU machine.", file=sys.stderr)
         return 2
+    start = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    set_recompile_limit(64)
     torch.manual_seed(0)
-    n = args.chains
-    rows = []
-    energies = {
-        "GaussianMixture ring(8)": (eb.energies.GaussianMixture.ring(8, radius=2.0, scale=0.3),
-                                    False),
-        "MLPEnergy 2-128-128-1": (eb.energies.MLPEnergy(2, hidden=(128, 128)), True),
-    }
-    for label, (energy, autograd) in energies.items():
-        energy = energy.to(device).float().requires_grad_(False)
-        eg = grad_of(energy, autograd)
-        y0 = torch.randn(n, 2, device=device, generator=torch.Generator(device).manual_seed(1))
-        for kernel, sampler, loop in (
-            ("Langevin", eb.samplers.Langevin(H), langevin_loop),
-            ("HMC", eb.samplers.HMC(EPS, NUM_LEAPFROG, target_acceptance=None), hmc_loop),
-        ):
-            def library(sampler: object = sampler, energy: eb.Energy = energy,
-                        y0: torch.Tensor = y0) -> object:
-                gen = torch.Generator(device).manual_seed(2)
-                return eb.sample(energy, y0, sampler, NUM_STEPS, generator=gen)
-
-            def hand(loop: Callable = loop, eg: Callable = eg, y0: torch.Tensor = y0) -> object:
-                return loop(eg, y0, torch.Generator(device).manual_seed(2))
-
-            r = compare(library, hand, args.repeats)
-            rate = n * NUM_STEPS / r["library_s"]
-            rows.append({"case": f"sample {kernel}", "energy": label, "chains": n, **r,
-                         "chain_steps_per_s": rate})
-            print(rows[-1], flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = args.kernels.split(",")
+    peak = copy_bandwidth(device)
+    print(f"{name}: device-to-device copy {peak / 1e9:.0f} GB/s", flush=True)
+    gm = eb.energies.GaussianMixture.ring(8, radius=2.0, scale=0.3).to(device).float()
+    mlp = eb.energies.MLPEnergy(2, hidden=(128, 128)).to(device).float().requires_grad_(False)
+    cases = [("GaussianMixture ring(8)", gm, False, kind, n) for n in sizes for kind in kinds]
+    cases += [("MLPEnergy 2-128-128-1", mlp, True, kind, max(sizes)) for kind in kinds]
+    rows: list[dict[str, object]] = []
+    for label, energy, autograd, kind, n in cases:
+        if time.perf_counter() - start > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: skipping {kind} {label} {n}",
+                  flush=True)
+            continue
+        rows += sampling_rows(label, energy, autograd, kind, n, device, args.repeats, peak)
+        if device.type == "cuda":
             torch.cuda.empty_cache()
-    # infer: conditional MLP, B inputs x 32 starts = n starts.
-    b = n // STARTS
-    mlp = eb.energies.MLPEnergy(2, x_dim=2, hidden=(128, 128)).to(device).float()
-    mlp.requires_grad_(False)
-    x = torch.randn(b, 2, device=device)
-    y0 = torch.randn(b, STARTS, 2, device=device)
-    flat = y0.reshape(b * STARTS, 2)
-    xr = x.repeat_interleave(STARTS, 0)
-    solver = eb.inference.Adam(lr=LR)
-    r = compare(lambda: eb.infer(mlp, x, init=y0, solver=solver, max_steps=STEPS,
-                                 early_stop=False),
-                lambda: adam_loop(mlp, flat, xr), args.repeats)
-    rows.append({"case": f"infer Adam {STEPS} steps", "energy": "MLPEnergy 2+2-128-128-1",
-                 "chains": b * STARTS, **r, "chain_steps_per_s": b * STARTS * STEPS
-                 / r["library_s"]})
-    print(rows[-1], flush=True)
+    if time.perf_counter() - start <= args.budget_s:
+        rows += infer_rows(max(sizes), device, args.repeats)
     if device.type != "cuda":
         return 0  # a smoke run: figures from the CPU do not belong in results/gpu
-    notes = (f"Device: {name} (CUDA {torch.version.cuda}). float32; {NUM_STEPS} sampler steps, "
-             f"Langevin h={H}, HMC eps={EPS} x {NUM_LEAPFROG} leapfrog; infer {STEPS} Adam steps "
-             f"lr {LR}, early stop off. ratio = library / hand-written loop (median of "
-             f"{args.repeats}, alternated, after a warm-up).")
-    write("gpu", rows, ["case", "energy", "chains", "library_s", "loop_s", "ratio",
-                        "chain_steps_per_s"], notes)
+    notes = (f"Device: {name} (CUDA {torch.version.cuda}), device-to-device copy "
+             f"{peak / 1e9:.0f} GB/s. float32; {NUM_STEPS} sampler steps, Langevin/MALA "
+             f"h={H}, HMC eps={EPS} x {NUM_LEAPFROG} leapfrog, keep='last'; infer {STEPS} "
+             f"Adam steps lr {LR}, early stop off. ratio = time / compiled hand-written loop "
+             f"(infer: / hand-written Adam loop); median of {args.repeats} after a warm-up "
+             f"(first_call_s, which holds the compilation). GB/s: minimal traffic model "
+             f"(see the script); of_device: its fraction of the copy bandwidth.")
+    write("gpu", rows, ["case", "energy", "chains", "side", "seconds", "first_call_s",
+                        "chain_steps_per_s", "GB/s", "of_device", "ratio", "max_abs_diff"],
+          notes)
     return 0
 
 

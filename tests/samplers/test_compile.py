@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +160,14 @@ def test_compiled_hmc_after_per_chain_adaptation_equals_eager(generator):
     torch.testing.assert_close(fast.samples, slow.samples, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(fast.info.energy_error, slow.info.energy_error, rtol=1e-7,
                                atol=1e-9)
+
+
+def test_bench_gpu_refuses_without_cuda():
+    # The GPU benchmark is a prepared script for a CUDA machine: without CUDA it must say so
+    # and exit with status 2, writing nothing.
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "needs a CUDA device" in done.stderr
