@@ -28,6 +28,8 @@ KERNELS = {
     "hmc": HMC,
     "nuts": NUTS,
     "random_walk": RandomWalkMetropolis,
+    "parallel_tempering": ParallelTempering,  # wraps a base kernel: PT(kernel, betas)
+    "svgd": SVGD,  # interacting particles, deterministic
 }
 
 # Kernels for discrete y (binary, categorical, RBM visibles): their contract suite is
