@@ -6,7 +6,8 @@ per positive, (B, num, *y_shape). All randomness comes from ``generator``: with 
 generator state the result is bit-identical on CPU. Sources that keep state across calls (a
 replay buffer) expose ``state_dict()`` / ``load_state_dict()`` holding tensors only, which
 :func:`ebmlab.fit` stores in its checkpoints. ``MostOffending`` (found by inference) lives in
-:mod:`ebmlab.training.most_offending` and is re-exported here with the others.
+:mod:`ebmlab.training.most_offending`, the noise sources ``Uniform`` and ``Gaussian`` in
+:mod:`ebmlab.training.noise`; both are re-exported here with the others.
 
 References:
     LeCun, Chopra, Hadsell, Ranzato & Huang, "A Tutorial on Energy-Based Learning", 2006
@@ -27,9 +28,16 @@ import torch
 from torch import Tensor
 
 from ebmlab._checks import check_fraction, check_positive, check_positive_int, check_tensor
+from ebmlab._compile import check_compile
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
+from ebmlab.training.compiled_negatives import (
+    compiled_langevin,
+    draw_noise,
+    traceable_energy_and_grad,
+)
 from ebmlab.training.most_offending import MostOffending
+from ebmlab.training.noise import Gaussian, Uniform
 from ebmlab.training.replay import ReplayBuffer
 
 __all__ = [
@@ -88,6 +96,12 @@ class Sampled:
         buffer: an existing :class:`ebmlab.training.ReplayBuffer` to use instead.
         sampler: an ``eb.samplers`` kernel with ``init(y0, energy, x)`` and
             ``step(state, energy, x, *, generator)``.
+        compile: ``True`` or ``"cuda-graph"``: the built-in Langevin steps of one call run as
+            one ``torch.compile``\ d block (the noise drawn eagerly first, in the same order,
+            so the stream is the eager one; results equal to floating-point tolerance);
+            compiled once per batch shape, with one ``UserWarning`` and the eager loop when
+            compilation fails. ``eb.fit(..., compile=True)`` turns it on. Not with
+            ``sampler``. Not part of the run's fingerprint.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -113,6 +127,7 @@ class Sampled:
         reinit: float = 0.05,
         sampler: Any = None,
         buffer: Any = None,
+        compile: bool | str = False,
     ) -> None:
         self.num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
         self.step_size = check_positive(step_size, "step_size")
@@ -133,6 +148,23 @@ class Sampled:
         self.buffer_size = check_positive_int(buffer_size, "buffer_size")
         self.buffer = buffer
         self._noise_std = math.sqrt(2 * self.step_size / self.beta)
+        self._compile_mode = check_compile(compile)
+        if self._compile_mode is not None and sampler is not None:
+            raise ValueError("compile applies to the built-in Langevin steps; drop sampler=")
+        self._block: Any = None
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The compile mode of the built-in steps (``None``: eager)."""
+        return self._compile_mode
+
+    def use_compile(self, mode: str) -> bool:
+        """Compile the built-in steps in ``mode`` (from ``eb.fit``); ``False`` with a kernel."""
+        if self.sampler is not None:
+            return False
+        if mode != self._compile_mode:
+            self._compile_mode, self._block = mode, None
+        return True
 
     def __repr__(self) -> str:
         return (
@@ -195,6 +227,14 @@ class Sampled:
                 state, _info = self.sampler.step(state, energy, x, generator=generator)
             return state.position.detach()
         h, std = self.step_size, self._noise_std
+        if self._compile_mode is not None and self.num_steps:
+            if self._block is None:
+                self._block = compiled_langevin(self._compile_mode)
+            noise = draw_noise(self.num_steps, y, generator)
+            project = self.domain.project if self.domain is not None else None
+            with torch.no_grad():
+                return self._block(traceable_energy_and_grad(energy), project, y, x, noise, h,
+                                   std)
         for _ in range(self.num_steps):
             _, g = energy.energy_and_grad(y, x)
             xi = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
@@ -222,103 +262,6 @@ class Sampled:
             return
         data = state["data"]
         self._buffer(tuple(data.shape[1:]), data.dtype, data.device).load_state_dict(state)
-
-
-class Uniform:
-    r"""Negatives drawn uniformly in a :class:`ebmlab.Box` (the noise of NCE-like losses).
-
-    Args:
-        domain: the box.
-        num: negatives per positive (``None``: one, shaped like ``y``).
-
-    Example:
-        >>> import torch, ebmlab as eb
-        >>> neg = eb.training.negatives.Uniform(eb.Box([-1.0], [1.0]), num=3)
-        >>> neg(None, torch.zeros(2, 1), generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([2, 3, 1])
-    """
-
-    def __init__(self, domain: Box, *, num: int | None = None) -> None:
-        if not isinstance(domain, Box):
-            raise TypeError(f"domain must be an ebmlab.Box; got {type(domain).__name__}")
-        self.domain = domain
-        self.num = None if num is None else check_positive_int(num, "num")
-
-    def __repr__(self) -> str:
-        return f"Uniform({self.domain!r}, num={self.num})"
-
-    def log_prob(self, y: Tensor, event_ndim: int | None = None) -> Tensor:
-        """Return the log density :math:`-\\log |D|` inside the box and ``-inf`` outside.
-
-        ``event_ndim`` is accepted for symmetry with :class:`Gaussian`; the box knows it.
-        """
-        batch = y.shape[: y.ndim - len(self.domain.shape)]
-        inside = self.domain.contains(y)
-        value = torch.full(batch, -math.log(self.domain.volume), dtype=y.dtype, device=y.device)
-        return torch.where(inside, value, torch.full_like(value, -math.inf))
-
-    def __call__(
-        self,
-        energy: Energy | None,
-        y: Tensor,
-        x: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        b = y.shape[0]
-        shape = (b,) if self.num is None else (b, self.num)
-        return self.domain.sample(*shape, generator=generator, dtype=y.dtype, device=y.device)
-
-
-class Gaussian:
-    r"""Negatives drawn from an isotropic Gaussian :math:`N(\mu, s^2 I)`, with its log density.
-
-    The usual noise of noise-contrastive estimation (:func:`ebmlab.losses.nce` needs
-    :meth:`log_prob`): it should cover the data, so pick ``scale`` about the data's spread.
-
-    Args:
-        scale: standard deviation s.
-        mean: the centre :math:`\mu`, a number or a tensor of the event shape.
-        num: negatives per positive (``None``: one, shaped like ``y``).
-
-    Example:
-        >>> import torch, ebmlab as eb
-        >>> noise = eb.training.negatives.Gaussian(2.0, num=4)
-        >>> noise(None, torch.zeros(3, 2), generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([3, 4, 2])
-        >>> round(float(noise.log_prob(torch.zeros(1, 2))), 4)  # -log(2 pi s^2)
-        -3.2242
-    """
-
-    def __init__(
-        self, scale: float = 1.0, *, mean: float | Tensor = 0.0, num: int | None = None
-    ) -> None:
-        self.scale = check_positive(scale, "scale")
-        self.mean = mean if isinstance(mean, Tensor) else float(mean)
-        self.num = None if num is None else check_positive_int(num, "num")
-
-    def __repr__(self) -> str:
-        return f"Gaussian(scale={self.scale}, num={self.num})"
-
-    def log_prob(self, y: Tensor, event_ndim: int = 1) -> Tensor:
-        r"""Return :math:`\log N(y; \mu, s^2 I)`, summed over the last ``event_ndim`` dims."""
-        z = (y - self.mean) / self.scale
-        dims = tuple(range(y.ndim - event_ndim, y.ndim))
-        d = math.prod(y.shape[y.ndim - event_ndim :])
-        return -0.5 * (z * z).sum(dims) - d * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
-
-    def __call__(
-        self,
-        energy: Energy | None,
-        y: Tensor,
-        x: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        b = y.shape[0]
-        shape = (b, *y.shape[1:]) if self.num is None else (b, self.num, *y.shape[1:])
-        z = torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device)
-        return self.mean + self.scale * z
 
 
 class Shuffled:
