@@ -20,6 +20,7 @@ from ebmlab._checks import check_positive_int
 from ebmlab.training import distributed, state
 from ebmlab.training.batches import Batches, split_data
 from ebmlab.training.callbacks import Callback, CSVLogger
+from ebmlab.training.compiled_negatives import check_fit_compile
 from ebmlab.training.divergence import (
     MAX_ENERGY_GAP,
     MAX_ROLLBACKS,
@@ -88,6 +89,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     description: str = "fit",
+    compile: bool | str = False,
 ) -> History:
     r"""Train ``energy`` on ``data`` by minimising a loss functional; return its :class:`History`.
 
@@ -175,6 +177,11 @@ def fit(
             in-memory good state for rollbacks).
         progress: show a tqdm progress bar (loss, energy gap, rollbacks).
         description: the progress bar's label.
+        compile: ``True`` or ``"cuda-graph"``: the negatives' built-in Langevin steps run as
+            one compiled block per step (:class:`ebmlab.training.negatives.Sampled`,
+            ``docs/performance.md``); the loss and the optimiser stay eager. One
+            ``UserWarning`` and eager training when the loss needs double backward (score
+            matching, a gradient penalty) or the negatives have nothing to compile.
 
     Returns:
         The :class:`History`.
@@ -208,6 +215,7 @@ def fit(
     check_callbacks(callbacks)
     y_all, x_all = split_data(data)
     negatives = resolve_negatives(spec, reg, negatives, y_all)
+    check_fit_compile(compile, spec.name, None if reg is None else reg.name, negatives)
     objective = Objective(spec, reg, negatives, check_negatives(spec, reg, negatives))
     batches = Batches(y_all, x_all, batch_size, seed)
     # Under torchrun: every rank draws the same global batch and keeps its slice (see
