@@ -150,7 +150,10 @@ def test_checkpoint_holds_everything(checkpoint):
     assert step == 4
     assert {"model.mean", "model.precision", "rng.generator", "rng.__torch_cpu__"} <= set(tensors)
     assert any(k.startswith("optimizer.state.") for k in tensors)
-    assert meta["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    # the default optimiser: Adam at 3e-3, decayed to 0 by the end (its schedule is saved too)
+    group = meta["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 3e-3 and group["lr"] == 0.0
+    assert meta["scheduler"]["last_epoch"] == 4
     assert [r["step"] for r in meta["history"]] == [2, 4]
     assert list_checkpoints(checkpoint) == [2, 4]  # keep_checkpoints=2 keeps both
 

@@ -35,6 +35,7 @@ from ebmlab.training.options import (
     check_callbacks,
     check_negatives,
     default_regularizer,
+    default_scheduler,
     make_optimizer,
     rank_generator,
     rank_rows,
@@ -106,7 +107,9 @@ def fit(
     replay buffer, 5 % restarted inside the data's bounding box, step set from the data's
     scale); NCE gets Gaussian noise fitted to the data (16 per point).
     ``contrastive_divergence`` gets :func:`default_regularizer` (``0.1 * energy_gap``) unless
-    ``regularizer=None``.
+    ``regularizer=None``. ``optimizer=None`` is Adam at lr 3e-3 with a cosine decay to 0 over
+    ``num_steps`` (the endpoint of a constant rate swings by tenths of a nat, see
+    docs/training.md).
 
     **Divergence.** A non-finite loss, energy or gradient (caught before the optimiser steps),
     non-finite parameters or an energy gap past ``MAX_ENERGY_GAP``: with
@@ -150,7 +153,8 @@ def fit(
             source with ``is_marginal = True`` samples the marginal: it gets ``x=None`` and its
             negatives are scored as ``energy(y_neg)`` (JEM, ``eb.training.images``).
         optimizer: a ``torch.optim.Optimizer``, a factory ``params -> Optimizer``, or
-            ``None`` for Adam with lr 1e-3.
+            ``None`` for Adam with lr 3e-3 (``DEFAULT_LR``) decayed to 0 over ``num_steps``
+            by a cosine (``eb.training.options.default_scheduler``; ``scheduler`` replaces it).
         num_steps: total number of optimisation steps (including resumed ones).
         batch_size: rows per step (the whole data set when it is smaller).
         loss_options: fixed keyword options of the loss (``margin``, ``sigma``, ...).
@@ -158,7 +162,8 @@ def fit(
             ``lambda e_pos, e_neg: 0.1 * eb.losses.energy_l2(e_pos, e_neg)``); ``"default"``
             for :func:`default_regularizer` with contrastive divergence and nothing otherwise;
             ``None`` for none.
-        scheduler: an optional learning-rate scheduler, stepped once per step.
+        scheduler: an optional learning-rate scheduler, stepped once per step (with
+            ``optimizer=None`` the default cosine decay is used).
         callbacks: :class:`ebmlab.training.Callback` objects (logging, evaluation).
         checkpoint_dir: folder of checkpoints and metrics; ``None`` for none.
         checkpoint_every: steps between checkpoints (default: a tenth of ``num_steps``); one
@@ -226,6 +231,8 @@ def fit(
     part = rank_rows(min(batches.num, batch_size), rank, world)
     generator = rank_generator(generator, seed, rank, y_all.device)
     opt = make_optimizer(optimizer, energy)
+    if optimizer is None and scheduler is None:  # the default optimiser comes with its schedule
+        scheduler = default_scheduler(opt, num_steps)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_every is None:
         checkpoint_every = max(1, num_steps // 10)
