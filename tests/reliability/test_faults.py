@@ -36,7 +36,10 @@ def _fit(folder: Path | str, num_steps: int = 4, **kw: object) -> eb.History:
     torch.manual_seed(0)
     model = eb.energies.MLPEnergy(2, hidden=(4,))
     data = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
-    kw = {"checkpoint_every": 2, "log_every": 1, "batch_size": 16, **kw}
+    # a constant learning rate: runs of different num_steps share their first steps (the
+    # default optimiser's cosine schedule spans num_steps)
+    kw = {"checkpoint_every": 2, "log_every": 1, "batch_size": 16,
+          "optimizer": lambda p: torch.optim.Adam(p, lr=1e-3), **kw}
     return eb.fit(model, data, "energy_loss", num_steps=num_steps, progress=False,
                   checkpoint_dir=folder, **kw)
 
