@@ -5,7 +5,12 @@ The same work in one process, one thread, same energies, starts and random strea
 - Langevin (h = 0.01, beta = 1) at 10,000 chains and at 256 chains on the analytic 8-mode
   ``GaussianMixture.ring`` and on a 2-128-128-1 SiLU ``MLPEnergy`` (autograd gradient);
 - HMC, 10,000 chains, 5 leapfrog steps of 0.1 per transition;
-- one CD-10 training step of the MLP (Langevin negatives from the data, Adam).
+- one CD-10 training step of the MLP (Langevin negatives from the data, Adam);
+- compiled: ``eb.sample(..., compile=True)`` against a ``torch.compile``d hand-written step of
+  the same math (random numbers drawn eagerly outside it, the same stream), Langevin, MALA
+  (h = 0.01) and HMC on the mixture at 10,000 chains; ``ratio`` is over the compiled hand
+  loop there, and the eager ebmlab run is listed for the speed-up. The compilation (~20 s
+  per step function on a CPU) happens in the warm-up call and is not timed.
 
 Peers: TorchEBM (``torchebm``) and ebmkit (module ``ebm``), installed with ``--no-deps`` so the
 pinned torch is never replaced (``make bench-peers`` builds that environment). A peer that is not
@@ -19,7 +24,7 @@ The figures are chain-steps per second (median of ``--repeats`` runs); ``ratio``
 row over the hand-written eager loop (lower is faster). Steps are fewer than 200/1,000 per run
 (``--steps``): the per-step cost is constant along a chain.
 
-Run: ``python benchmarks/bench_peers.py [--repeats N] [--quick]``.
+Run: ``python benchmarks/bench_peers.py [--repeats N] [--quick] [--only compiled]``.
 """
 
 from __future__ import annotations
@@ -138,6 +143,99 @@ def hand_hmc(grad: Callable, y: torch.Tensor, steps: int, gen: torch.Generator) 
         e = torch.where(accept, en, e)
         g = torch.where(accept[:, None], gn, g)
     return y
+
+
+def compiled_hand(kind: str, energy: eb.Energy) -> Callable:
+    """A torch.compile'd hand-written Langevin, MALA or HMC step (draws made outside, eagerly,
+    in ebmlab's order: noise then uniform, momenta then uniform)."""
+    grad = energy.energy_and_grad
+    scale = math.sqrt(2 * H)
+
+    def langevin(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+                 u: torch.Tensor) -> tuple:
+        y = y - H * g + scale * noise
+        e, g = grad(y)
+        return y, e, g
+
+    def mala(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+             u: torch.Tensor) -> tuple:
+        yp = y - H * g + scale * noise
+        ep, gp = grad(yp)
+        back = y - yp + H * gp
+        log_r = e - ep - (back * back).sum(-1) / (4 * H) + 0.5 * (noise * noise).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yp, y), torch.where(acc, ep, e),
+                torch.where(acc[:, None], gp, g))
+
+    def hmc(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
+            u: torch.Tensor) -> tuple:
+        h0 = e + 0.5 * (p * p).sum(-1)
+        yn, pn = y, p - 0.5 * HMC_EPS * g
+        en, gn = e, g
+        for i in range(LEAPFROG):
+            yn = yn + HMC_EPS * pn
+            en, gn = grad(yn)
+            pn = pn - (0.5 if i == LEAPFROG - 1 else 1.0) * HMC_EPS * gn
+        log_r = h0 - en - 0.5 * (pn * pn).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yn, y), torch.where(acc, en, e),
+                torch.where(acc[:, None], gn, g))
+
+    step = torch.compile({"langevin": langevin, "mala": mala, "hmc": hmc}[kind],
+                         dynamic=False)
+
+    def run(y: torch.Tensor, steps: int, gen: torch.Generator) -> torch.Tensor:
+        e, g = grad(y)
+        for _ in range(steps):
+            noise = torch.randn(y.shape, generator=gen, dtype=y.dtype)
+            u = (torch.rand(y.shape[:1], generator=gen, dtype=y.dtype) if kind != "langevin"
+                 else noise)
+            y, e, g = step(y, e, g, noise, u)
+        return y
+
+    return run
+
+
+def compiled_rows(kind: str, chains: int, steps: int, repeats: int) -> list[dict[str, object]]:
+    """ebmlab compile=True, the compiled hand loop and eager ebmlab on the same work."""
+    energy = mixture()
+    y0 = torch.randn(chains, 2, generator=torch.Generator().manual_seed(1))
+    kernel = {
+        "langevin": lambda: eb.samplers.Langevin(H),
+        "mala": lambda: eb.samplers.MALA(H, target_acceptance=None),
+        "hmc": lambda: eb.samplers.HMC(HMC_EPS, num_leapfrog=LEAPFROG, target_acceptance=None),
+    }[kind]()
+
+    def ebmlab_run(compile: bool) -> Callable:
+        return lambda y, n, g: eb.sample(energy, y, kernel, n, generator=g, keep="last",
+                                         compile=compile).samples[-1]
+
+    candidates = {
+        "ebmlab compile=True": ebmlab_run(True),
+        "compiled hand loop": compiled_hand(kind, energy),
+        "ebmlab eager": ebmlab_run(False),
+    }
+    task = f"compiled {kind} mixture {chains}"
+    results = {}
+    for name, run in candidates.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            t, out = median_time(
+                lambda run=run: run(y0, steps, torch.Generator().manual_seed(7)), repeats
+            )
+        results[name] = (t, out, time.perf_counter() - start - (repeats * t))
+    base_t = results["compiled hand loop"][0]
+    ref = results["ebmlab eager"][1]
+    rows = []
+    for name, (t, out, first) in results.items():
+        rows.append({
+            "task": task, "library": name, "chain_steps_per_s": chains * steps / t,
+            "seconds": first, "ratio": t / base_t,
+            "max_abs_diff": float((out - ref).abs().max()),
+            "note": "seconds = first call (compilation)" if name != "ebmlab eager" else "",
+        })
+    return rows
 
 
 # --- the peers -----------------------------------------------------------------------------
@@ -307,19 +405,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--only", choices=["eager", "compiled"], default=None,
+                        help="run only the eager rows or only the compiled rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
     big, small = (1000, 64) if args.quick else (10_000, 256)
     s_big, s_small, s_hmc = (5, 20, 2) if args.quick else (50, 300, 10)
     rows: list[dict[str, object]] = []
-    for label, energy, analytic in (("mixture", mixture(), True), ("MLP", mlp(), False)):
-        rows += sampling_rows(f"langevin {label} {big}", energy, analytic, big, s_big,
-                              args.repeats)
-        rows += sampling_rows(f"langevin {label} {small}", energy, analytic, small, s_small,
-                              args.repeats)
-    rows += sampling_rows(f"hmc mixture {big}", mixture(), True, big, s_hmc, args.repeats)
-    rows += cd_rows(args.repeats)
+    if args.only != "compiled":
+        for label, energy, analytic in (("mixture", mixture(), True), ("MLP", mlp(), False)):
+            rows += sampling_rows(f"langevin {label} {big}", energy, analytic, big, s_big,
+                                  args.repeats)
+            rows += sampling_rows(f"langevin {label} {small}", energy, analytic, small,
+                                  s_small, args.repeats)
+        rows += sampling_rows(f"hmc mixture {big}", mixture(), True, big, s_hmc, args.repeats)
+        rows += cd_rows(args.repeats)
+    if args.only != "eager":
+        for kind, n in (("langevin", s_big), ("mala", s_big), ("hmc", s_hmc)):
+            rows += compiled_rows(kind, big, n, args.repeats)
     versions = {name: getattr(peer(mod), "__version__", "?") if peer(mod) else "missing"
                 for name, mod in (("torchebm", "torchebm"), ("ebmkit", "ebm"))}
     load = open("/proc/loadavg").read().split()[0]
@@ -328,7 +432,8 @@ def main() -> None:
         rows,
         ["task", "library", "chain_steps_per_s", "seconds", "ratio", "max_abs_diff", "note"],
         notes=(f"1 thread, float32, torch {torch.__version__}; peers {versions}; load average "
-               f"{load} at the end. ratio = time / hand-written eager loop (lower is faster)."),
+               f"{load} at the end. ratio = time / hand-written eager loop (lower is faster); "
+               f"in the compiled rows, time / compiled hand-written loop."),
     )
 
 
