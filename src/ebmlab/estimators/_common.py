@@ -214,6 +214,9 @@ def check_params(est: Any, n_outputs: int) -> None:
     """Raise ValueError naming the first bad hyper-parameter of an ImplicitRegressor."""
     if est.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got {est.loss!r}")
+    if est.input_temperature not in ("auto", True, False):
+        raise ValueError(f"input_temperature must be 'auto', True or False; got "
+                         f"{est.input_temperature!r}")
     if est.learning_rate_schedule not in SCHEDULES:
         raise ValueError(f"learning_rate_schedule must be one of {SCHEDULES}; got "
                          f"{est.learning_rate_schedule!r}")
