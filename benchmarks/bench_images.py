@@ -201,7 +201,7 @@ def main() -> None:
                                 num_steps=sample_steps, step_size=SAMPLE_STEP,
                                 noise=SAMPLE_NOISE, generator=g)
     unconditional = sample_images(ebm, buffer_rows(ebm_negatives.buffer.data, n, g),
-                                  num_steps=50, generator=g)
+                                  num_steps=50, step_size=1.0, noise=0.01, generator=g)
     test = data["test_x"]
     svc = independent_svc(data)
     bandwidth = float(torch.pdist(test.flatten(1).double()).median())
