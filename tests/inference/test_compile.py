@@ -89,3 +89,16 @@ def test_compiled_infer_equals_eager() -> None:
     torch.testing.assert_close(got.y, eager.y, rtol=0, atol=1e-8)
     torch.testing.assert_close(got.energy, eager.energy, rtol=0, atol=1e-8)
     assert eager.num_steps == got.num_steps
+
+
+def test_nothing_to_compile_warns() -> None:
+    well = eb.energies.DoubleWell(1)
+
+    def run(**kw: object) -> eb.Inference:
+        torch.manual_seed(0)  # DFO's own draws use the global stream
+        return eb.infer(well, num_starts=16, solver="dfo", domain=eb.Box([-2.0], [2.0]),
+                        generator=torch.Generator().manual_seed(0), **kw)
+
+    with pytest.warns(UserWarning, match="nothing to compile \\(the derivative-free solver"):
+        got = run(compile=True)
+    assert torch.equal(got.y, run().y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -152,7 +153,10 @@ def infer(
         >>> res.count.tolist(), bool(res.unseen_probability[0] < 0.01)
         ([4], True)
     """
+    mode = check_compile(compile)
     if callable(getattr(energy, "infer_exact", None)):
+        if mode is not None:
+            _eager_warning(compile, f"{type(energy).__name__} is solved exactly")
         return energy.infer_exact(x, top_k=top_k)
     if isinstance(energy, LatentEnergy):
         return infer_joint(
@@ -170,7 +174,6 @@ def infer(
         check_every=check_every, merge_tol=merge_tol, dtype=dtype, device=device,
         max_starts=max_starts, coverage=coverage,
     )
-    mode = check_compile(compile)
     if p.auto and return_trajectory:
         raise ValueError("return_trajectory needs a fixed num_starts, not 'auto'")
     y0 = starts(p.b, p.s, p.shape, domain, init, generator, p.dtype, p.device, init_scale)
@@ -178,6 +181,8 @@ def infer(
     project = domain.project if domain is not None else None
     landscape = Landscape(energy.energy_and_grad, x, p.shape, project, energy.forward)
     if isinstance(p.solver, DFO):
+        if mode is not None:
+            _eager_warning(compile, "the derivative-free solver has no compiled steps")
         res = _dfo(energy, y0, x, p, domain, landscape)
     else:
         descent = Descent(p.solver, max_steps, gtol, ftol, check_every)
@@ -191,6 +196,11 @@ def infer(
                       return_trajectory, traced)
     warn_unconverged(res, max_steps)
     return res
+
+
+def _eager_warning(compile: bool | str, why: str) -> None:
+    warnings.warn(f"compile={compile!r}: nothing to compile ({why}); running eager", UserWarning,
+                  stacklevel=3)
 
 
 @torch.no_grad()
