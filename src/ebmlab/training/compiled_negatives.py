@@ -115,9 +115,10 @@ def check_fit_compile(
         return None
     use = getattr(negatives, "use_compile", None)
     if not callable(use) or not use(mode):
+        why = "the loss uses no negatives" if negatives is None else (
+            f"the negatives {type(negatives).__name__} have no built-in Langevin steps")
         warnings.warn(
-            f"compile={compile!r}: nothing to compile (the negatives "
-            f"{type(negatives).__name__} have no built-in Langevin steps); running eager",
+            f"compile={compile!r}: nothing to compile ({why}); running eager",
             UserWarning,
             stacklevel=3,
         )
