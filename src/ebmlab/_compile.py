@@ -73,6 +73,8 @@ def _clone_tensors(value: Any) -> Any:
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
         return [_clone_tensors(v) for v in value]
+    if isinstance(value, dict):  # a solver's state (inference compile=)
+        return {k: _clone_tensors(v) for k, v in value.items()}
     return value
 
 
