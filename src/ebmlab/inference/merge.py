@@ -122,6 +122,11 @@ def merge_minima(
     gen = torch.Generator(device=dev).manual_seed(0)
     axis = torch.randn(d, generator=gen, dtype=points.dtype, device=dev)
     axis = axis / axis.norm().clamp_min(torch.finfo(points.dtype).tiny)
+    # Up to 3 orthonormal axes for a grid of cells of side ``radius`` on the projections:
+    # two points within ``radius`` lie in neighbouring cells, so when every representative
+    # is its own minimum (a window holding a fixed share of a growing table) only the 3^k
+    # neighbouring cells are compared.
+    cells = _CellIndex.build(pts, remaining, radius)
     i0 = 0
     while i0 < n_used:
         k = min(lead_pts.shape[1], 4096)
@@ -134,7 +139,7 @@ def merge_minima(
         joined = torch.full((b, i1 - i0), -1, dtype=torch.long, device=dev)
         if k:
             kk = min(near, k) if same_basin else 1
-            dn, jl = _nearest_leaders(blk, lead_pts, lead_ok, radius, kk, axis)
+            dn, jl = _nearest_leaders(blk, lead_pts, lead_ok, radius, kk, axis, cells)
             cand = (dn <= radius) & rem.unsqueeze(-1)
             lpos = torch.gather(lead_pos, 1, jl.flatten(1)).reshape(jl.shape)
             joined = _first_passing(cand, blk, blk_e, lpos, pts, energy_sorted, same_basin)
@@ -152,47 +157,153 @@ def merge_minima(
                 -1, -1, d))], 1)
             lead_pos = torch.cat([lead_pos, torch.gather(pos, 1, rank)], 1)
             lead_ok = torch.cat([lead_ok, ok], 1)
+            if cells is not None:
+                cells.append(lead_pts[:, -m:], ok)
             if lead_ok.shape[1] > 2 * max(1, int(lead_ok.sum(1).max())):
                 lead_pts, lead_pos, lead_ok = _compact(lead_pts, lead_pos, lead_ok)
+                if cells is not None:
+                    cells.rebuild(lead_pts, lead_ok)
         i0 = i1
     return Merged(order, is_minimum, is_minimum.sum(1), energy_sorted, label)
 
 
 def _nearest_leaders(
-    blk: Tensor, lead_pts: Tensor, lead_ok: Tensor, radius: float, kk: int, axis: Tensor
+    blk: Tensor,
+    lead_pts: Tensor,
+    lead_ok: Tensor,
+    radius: float,
+    kk: int,
+    axis: Tensor,
+    cells: _CellIndex | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Distances (B, nb, kk) to the kk nearest representatives and their indices (B, nb, kk).
 
     Representatives are compared only inside the window of ``axis`` projections within
-    ``radius`` of each point (exact: farther ones are farther than ``radius``); when the
-    window is most of the table the whole table is compared.
+    ``radius`` of each point (exact: farther ones are farther than ``radius``), or, when
+    fewer, inside the neighbouring grid cells of ``cells`` (:class:`_CellIndex`, exact
+    too); when the window is most of the table the whole table is compared. Every
+    path returns the same representatives within ``radius`` (the only ones used).
     """
     b, nb, d = blk.shape
     k = lead_pts.shape[1]
     inf = torch.tensor(math.inf, dtype=blk.dtype, device=blk.device)
-    lp = torch.where(lead_ok, lead_pts @ axis, inf)  # (B, K)
-    sp, si = torch.sort(lp, dim=1)
-    bp = (blk @ axis).contiguous()  # (B, nb)
-    lo = torch.searchsorted(sp, bp - radius)
-    hi = torch.searchsorted(sp, bp + radius, right=True)
-    w = int((hi - lo).max()) if nb else 0
-    if 2 * w >= k:
-        dist = torch.cdist(blk, lead_pts)  # (B, nb, K)
-        dist = torch.where(lead_ok.unsqueeze(1), dist, inf)
-        kk = min(kk, k)
-        dn, jn = torch.topk(dist, kk, dim=2, largest=False)
-        return dn, jn
-    w = max(w, 1)
-    slot = lo.unsqueeze(-1) + torch.arange(w, device=blk.device)  # (B, nb, W)
-    inside = slot < hi.unsqueeze(-1)
-    slot = slot.clamp_max(k - 1)
-    j = torch.gather(si, 1, slot.flatten(1)).reshape(b, nb, w)
+    grid = cells.candidates(blk, k // 2) if (cells is not None and k > 64) else None
+    if grid is not None:
+        j, inside = grid
+        w = j.shape[2]
+    else:
+        lp = torch.where(lead_ok, lead_pts @ axis, inf)  # (B, K)
+        sp, si = torch.sort(lp, dim=1)
+        bp = (blk @ axis).contiguous()  # (B, nb)
+        lo = torch.searchsorted(sp, bp - radius)
+        hi = torch.searchsorted(sp, bp + radius, right=True)
+        w = int((hi - lo).max()) if nb else 0
+        if 2 * w >= k:
+            dist = torch.cdist(blk, lead_pts)  # (B, nb, K)
+            dist = torch.where(lead_ok.unsqueeze(1), dist, inf)
+            kk = min(kk, k)
+            dn, jn = torch.topk(dist, kk, dim=2, largest=False)
+            return dn, jn
+        w = max(w, 1)
+        slot = lo.unsqueeze(-1) + torch.arange(w, device=blk.device)  # (B, nb, W)
+        inside = slot < hi.unsqueeze(-1)
+        slot = slot.clamp_max(k - 1)
+        j = torch.gather(si, 1, slot.flatten(1)).reshape(b, nb, w)
     cand = torch.gather(lead_pts, 1, j.flatten(1).unsqueeze(-1).expand(-1, -1, d))
     dist = (cand.reshape(b, nb, w, d) - blk.unsqueeze(2)).norm(dim=-1)
     dist = torch.where(inside, dist, inf)
     kk = min(kk, w)
     dn, pick = torch.topk(dist, kk, dim=2, largest=False)
     return dn, torch.gather(j, 2, pick)
+
+
+class _CellIndex:
+    """The representatives sorted by grid cell, kept sorted as they are appended.
+
+    The cells have side ``radius`` on k <= 3 fixed orthonormal projections, so a point within
+    ``radius`` of another projects within ``radius`` on each axis and lies in one of its 3^k
+    neighbouring cells. Cells are numbered in a mixed radix fixed from all the points, so the
+    numbers of the representatives stay valid as the table grows: each block's new ones are
+    merged into the sorted numbers (O(K) per block, no re-sort), and each neighbouring cell
+    of a point is one ``searchsorted`` range.
+    """
+
+    def __init__(self, axes: Tensor, base: Tensor, strides: Tensor, top: Tensor,
+                 radius: float, b: int) -> None:
+        self.axes, self.base, self.strides, self.top, self.radius = axes, base, strides, top, radius
+        dev = axes.device
+        self.keys = torch.zeros(b, 0, dtype=torch.long, device=dev)  # sorted cell numbers
+        self.index = torch.zeros(b, 0, dtype=torch.long, device=dev)  # their table rows
+        k = axes.shape[1]
+        offs = torch.cartesian_prod(*[torch.arange(-1, 2, device=dev)] * k).reshape(-1, k)
+        self.neighbours = (offs * strides).sum(-1)  # (3^k,)
+
+    @staticmethod
+    def build(pts: Tensor, remaining: Tensor, radius: float) -> _CellIndex | None:
+        """The index for the (B, S, D) points, or ``None`` (no finite point, or too many cells)."""
+        b, _, d = pts.shape
+        if d < 2 or not bool(remaining.any()) or not radius > 0:  # 1-D: the window is exact
+            return None
+        gen = torch.Generator(device=pts.device).manual_seed(1)
+        axes = torch.linalg.qr(torch.randn(d, min(d, 3), generator=gen, dtype=pts.dtype,
+                                           device=pts.device))[0]
+        c = torch.floor(pts[remaining] @ axes / radius)  # (P, k)
+        if not bool(torch.isfinite(c).all()):
+            return None
+        lo, hi = c.amin(0), c.amax(0)
+        extent = (hi - lo + 3).tolist()  # a spare cell on each side for the neighbours
+        if math.prod(extent) >= 2**60:
+            return None
+        stride = [1] * len(extent)
+        for i in range(len(extent) - 2, -1, -1):
+            stride[i] = stride[i + 1] * int(extent[i + 1])
+        strides = torch.tensor(stride, dtype=torch.long, device=pts.device)
+        return _CellIndex(axes, lo - 1, strides, hi + 1, radius, b)
+
+    def cell(self, pts: Tensor) -> Tensor:
+        """(B, n) cell numbers of (B, n, D) points (out-of-range ones clamped to the rim)."""
+        c = torch.floor(pts @ self.axes / self.radius)
+        c = torch.nan_to_num(c, nan=0.0).clamp(self.base, self.top)
+        return ((c - self.base).to(torch.long) * self.strides).sum(-1)
+
+    def append(self, new_pts: Tensor, ok: Tensor) -> None:
+        """Add the (B, m) newest table rows (the last m, ``ok`` marking the real ones)."""
+        k0, m = self.keys.shape[1], new_pts.shape[1]
+        key = torch.where(ok, self.cell(new_pts), torch.full_like(ok, 2**62, dtype=torch.long))
+        nk, no = torch.sort(key, dim=1)
+        total = k0 + m
+        old_at = torch.arange(k0, device=key.device) + torch.searchsorted(nk, self.keys)
+        new_at = torch.arange(m, device=key.device) + torch.searchsorted(self.keys, nk,
+                                                                         right=True)
+        keys = key.new_empty(key.shape[0], total)
+        index = key.new_empty(key.shape[0], total)
+        keys.scatter_(1, old_at, self.keys)
+        index.scatter_(1, old_at, self.index)
+        keys.scatter_(1, new_at, nk)
+        index.scatter_(1, new_at, no + (total - m))
+        self.keys, self.index = keys, index
+
+    def rebuild(self, lead_pts: Tensor, lead_ok: Tensor) -> None:
+        """Index a compacted table from scratch."""
+        key = torch.where(lead_ok, self.cell(lead_pts), torch.full_like(lead_ok, 2**62,
+                                                                        dtype=torch.long))
+        self.keys, self.index = torch.sort(key, dim=1)
+
+    def candidates(self, blk: Tensor, budget: int) -> tuple[Tensor, Tensor] | None:
+        """Table rows (B, nb, W) in the neighbouring cells of each point and which are real,
+        or ``None`` when W would not be below ``budget`` (crowded cells)."""
+        b, nb, _ = blk.shape
+        nkey = (self.cell(blk).unsqueeze(-1) + self.neighbours).flatten(1)  # (B, nb * 3^k)
+        start = torch.searchsorted(self.keys, nkey)
+        end = torch.searchsorted(self.keys, nkey, right=True)
+        occ = max(int((end - start).max()) if nb else 0, 1)
+        width = occ * self.neighbours.numel()
+        if width >= budget:
+            return None
+        slot = start.unsqueeze(-1) + torch.arange(occ, device=blk.device)  # (B, nb*3^k, occ)
+        inside = (slot < end.unsqueeze(-1)).reshape(b, nb, width)
+        slot = slot.clamp_max(self.keys.shape[1] - 1).reshape(b, nb * width)
+        return torch.gather(self.index, 1, slot).reshape(b, nb, width), inside
 
 
 def _compact(lead_pts: Tensor, lead_pos: Tensor, lead_ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
