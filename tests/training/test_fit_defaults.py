@@ -38,3 +38,19 @@ def test_default_negatives_and_regulariser_are_used_and_can_be_turned_off():
                 log_every=2, progress=False)
     assert len(h) == len(h0) == 2
     eb.fit(model, y, "nce", num_steps=2, progress=False)  # Gaussian noise fitted to the data
+
+
+def test_plain_recipe_with_the_default_optimiser_recovers_both_branches():
+    # No optimizer=: Adam 3e-3 with the cosine decay over num_steps (docs/training.md).
+    torch.manual_seed(0)
+    x, y = eb.data.two_branch(2048, generator=torch.Generator().manual_seed(0))
+    energy = eb.energies.MLPEnergy(1, x_dim=1, hidden=(32, 32))
+    history = eb.fit(energy, (x, y), "contrastive_divergence", num_steps=500, progress=False)
+    res = eb.infer(energy, x=torch.tensor([[1.0], [2.0], [3.0]]), num_starts=16,
+                   domain=eb.Box([-3.0], [3.0]), generator=torch.Generator().manual_seed(0))
+    assert res.count.tolist() == [2, 2, 2]
+    branches = res.y[:, :2, 0].sort(-1).values
+    truth = torch.tensor([1.0, 2.0, 3.0]).sqrt()
+    assert (branches[:, 1] - truth).abs().max() < 0.25
+    assert (branches[:, 0] + truth).abs().max() < 0.25
+    assert history["lr"][-1] == 0.0  # the schedule ends at 0
