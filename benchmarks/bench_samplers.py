@@ -6,7 +6,14 @@ MLPEnergy (autograd gradient), at 1 and 2 threads. Each timed run covers fewer s
 the issue's 200 and 1,000 (see STEPS) because the per-step cost is constant along a chain;
 the figures are reported per chain-step. Medians of REPEATS runs, order alternated.
 
-Run: ``python benchmarks/bench_samplers.py [--repeats N]``.
+A second part (``--only ess``, issue 12) measures ESS per gradient and per second of NUTS,
+HMC and MALA (``eb.sample`` with per-chain and mass adaptation) on a 2-D Gaussian with
+rho = 0.95, a 20-D Gaussian of condition number 100, a banana and Neal's funnel, against
+Pyro's NUTS in the same run (skipped with a message if ``pyro`` is not importable), with the
+gradients NUTS computed and used (compaction: equal).
+
+Run: ``python benchmarks/bench_samplers.py [--repeats N] [--only all|ops|timing|ess]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 
 import torch
 
@@ -285,13 +293,147 @@ def main(repeats: int, thread_counts: list[int]) -> None:
     write("samplers", rows, columns, notes)
 
 
+# --- ESS per gradient and per second against Pyro's NUTS (issue 12) ----------------------
+
+
+class _Counting(eb.Energy):
+    """Counts the rows of every gradient evaluation (the gradients computed)."""
+
+    def __init__(self, energy):
+        super().__init__()
+        self.energy, self.y_shape, self.rows = energy, energy.y_shape, 0
+
+    def forward(self, y, x=None):
+        return self.energy.forward(y, x)
+
+    def energy_and_grad(self, y, x=None):
+        self.rows += y.shape[0]
+        return self.energy.energy_and_grad(y, x)
+
+
+def _funnel_energy(y, x):
+    v, z = y[:, 0], y[:, 1:]
+    return v**2 / 18.0 + 0.5 * (z**2).sum(-1) * torch.exp(-v) + 0.5 * z.shape[1] * v
+
+
+def ess_targets():
+    """name -> (energy, initial points generator); float64 throughout."""
+    cov = torch.tensor([[1.0, 0.95], [0.95, 1.0]], dtype=torch.float64)
+    g20 = torch.diag(torch.logspace(0, 2, 20, dtype=torch.float64))
+    return {
+        "Gaussian 2-D rho=0.95": eb.energies.Quadratic(torch.linalg.inv(cov)).double(),
+        "Gaussian 20-D kappa=100": eb.energies.Quadratic(g20).double(),
+        "banana": eb.energies.Banana(b=10.0).double(),
+        "Neal's funnel 10-D": eb.FunctionEnergy(_funnel_energy, y_shape=(10,)),
+    }
+
+
+def _pyro_nuts(energy, y0, warmup, samples, seed):
+    """Pyro's NUTS, one chain after another; returns (T, chains, d), gradients, seconds."""
+    import pyro
+    from pyro.infer import MCMC, NUTS
+
+    calls = {"n": 0}
+
+    def potential(params):
+        calls["n"] += 1
+        return energy(params["y"].unsqueeze(0))[0]
+
+    draws, start = [], time.perf_counter()
+    for c in range(y0.shape[0]):
+        pyro.set_rng_seed(seed + c)
+        mcmc = MCMC(NUTS(potential_fn=potential, adapt_mass_matrix=True), num_samples=samples,
+                    warmup_steps=warmup, initial_params={"y": y0[c].clone()},
+                    disable_progbar=True)
+        mcmc.run()
+        draws.append(mcmc.get_samples()["y"])
+    # Pyro calls the potential once per gradient (plus a few energy-only calls).
+    return torch.stack(draws, 1), calls["n"], time.perf_counter() - start
+
+
+def ess_rows(quick: bool) -> list[dict[str, object]]:
+    chains, burn_in, steps = (4, 200, 200) if quick else (16, 500, 1000)
+    pyro_chains = min(chains, 4)
+    try:
+        import pyro  # noqa: F401
+
+        has_pyro = True
+    except ImportError:
+        has_pyro = False
+        print("Pyro is not importable: its NUTS column is skipped "
+              "(pip install --no-deps pyro-ppl pyro-api opt_einsum)", flush=True)
+    kernels = {
+        "NUTS": lambda: eb.samplers.NUTS(0.1, max_tree_depth=10),
+        "HMC": lambda: eb.samplers.HMC(0.1, 10),
+        "MALA": lambda: eb.samplers.MALA(0.05),
+    }
+    rows = []
+    for tname, energy in ess_targets().items():
+        d = energy.y_shape[0]
+        y0 = torch.randn(chains, d, generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64) * 0.5
+        for kname, make in kernels.items():
+            counting = _Counting(energy)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", eb.SamplerWarning)
+                chain = eb.sample(counting, y0, make(), steps, burn_in=burn_in,
+                                  generator=torch.Generator().manual_seed(1))
+            seconds = time.perf_counter() - start
+            ess = float(eb.diagnostics.ess_bulk(chain.samples).min())
+            used = (int(chain.info.num_integration_steps.sum()) if kname == "NUTS" else None)
+            row = {"target": tname, "sampler": f"ebmlab {kname}", "chains": chains,
+                   "ess_min": ess, "gradients": counting.rows,
+                   "ess_per_1k_grad": 1000 * ess / counting.rows, "ess_per_s": ess / seconds,
+                   "r_hat_max": chain.summary()["r_hat_max"]}
+            if used is not None:  # gradients of the sampling phase: computed vs used
+                row["grad_computed_over_used"] = None
+                counting.rows = 0
+                state, kern = chain.state, chain.kernel
+                used = 0
+                for _ in range(20):
+                    state, info = kern.step(state, counting, generator=torch.Generator()
+                                            .manual_seed(2))
+                    used += int(info.num_integration_steps.sum())
+                row["grad_computed_over_used"] = counting.rows / max(used, 1)
+            rows.append(row)
+            print(row, flush=True)
+        if has_pyro:
+            draws, grads, seconds = _pyro_nuts(energy, y0[:pyro_chains], burn_in, steps, 3)
+            ess = float(eb.diagnostics.ess_bulk(draws).min())
+            row = {"target": tname, "sampler": "Pyro NUTS", "chains": pyro_chains,
+                   "ess_min": ess, "gradients": grads, "ess_per_1k_grad": 1000 * ess / grads,
+                   "ess_per_s": ess / seconds,
+                   "r_hat_max": float(eb.diagnostics.r_hat(draws).max())}
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def main_ess(quick: bool) -> None:
+    rows = with_threads(1, lambda: ess_rows(quick))
+    write("samplers_ess", rows,
+          ["target", "sampler", "chains", "ess_min", "gradients", "ess_per_1k_grad",
+           "ess_per_s", "r_hat_max", "grad_computed_over_used"],
+          "Bulk ESS (worst coordinate) per 1,000 gradients and per second, 1 thread, float64. "
+          "ebmlab: eb.sample with burn-in (per-chain step size and diagonal mass adaptation), "
+          "all chains batched; gradients = rows of energy_and_grad over burn-in and sampling. "
+          "Pyro: pyro.infer.NUTS (adapted step and diagonal mass) on the same energy, "
+          "chains run one after another (its multi-chain mode forks processes), gradients = "
+          "potential_fn calls. grad_computed_over_used: NUTS's gradients evaluated over those "
+          "its trees used, over 20 extra steps (compaction: 1.0; target <= 1.25).")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--only", choices=["all", "ops", "timing"], default="all")
+    parser.add_argument("--only", choices=["all", "ops", "timing", "ess"], default="all")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes for ess")
     args = parser.parse_args()
     if args.only in ("all", "ops"):
         with_threads(1, count_ops)
     if args.only in ("all", "timing"):
         main(args.repeats, args.threads)
+    if args.only in ("all", "ess"):
+        main_ess(args.quick)
