@@ -359,7 +359,7 @@ def sample_images(
     The defaults (h = 0.1, σ = 0.005, 300 steps) are the class-conditional recipe measured on
     the digits: a trained classifier's gradients of :math:`E(x, y)` are ~10-15 per image, so
     the training negatives' h = 1 overshoots and the chains bounce off the [0, 1] box (an
-    independent CNN recognised 10-20 % of such samples as their class; 96-98 % at these
+    independent CNN recognised 10-20 % of such samples as their class; 91-98 % at these
     defaults). An
     unconditional energy trained with the energy penalty (small gradients) takes h = 1,
     σ = 0.01 from replay-buffer starts.
