@@ -93,9 +93,10 @@ class Compiled:
     compiled function is in use (False) or ``fn`` runs eagerly (True); ``mode`` is the
     compile mode in effect (``"cuda-graph"`` becomes ``"default"`` on CPU tensors).
 
-    On the first call the states of the ``torch.Generator`` arguments (and of the global CPU
-    generator) are saved and, if the compiled call fails, restored before ``fn`` runs, so
-    the fallback draws the same random numbers as a purely eager run.
+    Before each compiled call the states of the ``torch.Generator`` arguments (and of the
+    global CPU generator) are saved and, if the call fails (the first compilation or a later
+    recompilation), restored before ``fn`` runs, so the fallback draws the same random
+    numbers as a purely eager run. An error that ``fn`` raises eagerly too propagates.
     """
 
     def __init__(self, fn: Callable, mode: str, what: str, dynamic: bool | None = False) -> None:
@@ -142,20 +143,27 @@ class Compiled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_eager:
             return self.fn(*args, **kwargs)
-        if self._impl is not None:
-            return self._call_impl(args, kwargs)
         generators = _generators((args, kwargs))
         saved = [g.get_state() for g in generators]
         saved_global = torch.random.get_rng_state()
+        first = self._impl is None
         try:
-            self._impl = self._build(args, kwargs)
+            if first:
+                self._impl = self._build(args, kwargs)
             return self._call_impl(args, kwargs)
-        except Exception as err:  # any compiler failure: warn once, then eager for good
+        except Exception as err:
+            # A compiler failure on the first call or on a later recompilation (a new shape or
+            # dtype): the random streams are rewound and fn runs eagerly. An error that fn
+            # raises eagerly as well is the caller's, not the compiler's: it propagates.
             for g, s in zip(generators, saved, strict=True):
                 g.set_state(s)
             torch.random.set_rng_state(saved_global)
+            if first:
+                self._fall_back(err)
+                return self.fn(*args, **kwargs)
+            result = self.fn(*args, **kwargs)
             self._fall_back(err)
-            return self.fn(*args, **kwargs)
+            return result
 
 
 def compiled(
@@ -166,7 +174,8 @@ def compiled(
     The compilation happens on the first call (``dynamic=False``: one shape per run;
     ``"cuda-graph"`` uses ``mode="reduce-overhead"`` on CUDA tensors and, with a warning, the
     default mode on CPU tensors). If compiling or the first compiled call fails (no C++
-    compiler, an unsupported operation, double backward, ...), one ``UserWarning``
+    compiler, an unsupported operation, double backward, a failed recompilation for a new
+    shape, ...), one ``UserWarning``
     ``"compile=...: could not compile the {what} ({reason}); running eager"`` is issued and
     ``fn`` runs eagerly from then on: never silently, never a wrong result.
 

@@ -63,6 +63,44 @@ def test_failed_first_call_restores_the_generator(monkeypatch: pytest.MonkeyPatc
     assert torch.equal(got, step(torch.zeros(4), torch.Generator().manual_seed(3)))
 
 
+def test_a_failed_recompilation_falls_back_and_a_real_error_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Compiles fine for the first shape, fails to recompile for a second one (as a dtype or
+    # shape change can): one warning, the eager result, the stream rewound; and an error that
+    # the function raises eagerly as well is the caller's and propagates unchanged.
+    def first_shape_only(fn: object, **kwargs: object) -> object:
+        shapes: list[torch.Size] = []
+
+        def call(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            shapes.append(t.shape)
+            if t.shape != shapes[0]:
+                torch.randn(7, generator=generator)
+                raise RuntimeError("recompilation failed")
+            return fn(t, generator)
+
+        return call
+
+    monkeypatch.setattr(_compile, "_torch_compile", first_shape_only)
+
+    def step(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not torch.isfinite(t).all():
+            raise ValueError("non-finite input")
+        return t + torch.randn(t.shape, generator=generator)
+
+    f = _compile.compiled(step, mode="default", what="step")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f(torch.zeros(4), torch.Generator().manual_seed(1))
+        with pytest.raises(ValueError, match="non-finite"):  # the caller's error, no warning
+            f(torch.full((4,), float("nan")), torch.Generator().manual_seed(1))
+    assert not f.is_eager
+    with pytest.warns(UserWarning, match="recompilation failed"):
+        got = f(torch.zeros(3), torch.Generator().manual_seed(2))
+    assert torch.equal(got, step(torch.zeros(3), torch.Generator().manual_seed(2)))
+    assert f.is_eager
+
+
 def test_cuda_graph_on_cpu_warns_and_uses_default(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, object] = {}
 
