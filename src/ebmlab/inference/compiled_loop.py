@@ -11,7 +11,6 @@ a CUDA graph can be replayed; :func:`functional_energy_and_grad` replaces an aut
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -20,9 +19,9 @@ from torch import Tensor
 from ebmlab._compile import compiled
 from ebmlab.inference.minimization import (
     Minimization,
-    group_scales,
-    projected_grad,
     projected_grad_norm,
+    start_scales,
+    stop_test,
 )
 from ebmlab.inference.solver import Objective, Solver, SolverState
 
@@ -153,19 +152,13 @@ def minimize_compiled(
     n = y0.shape[0]
     y = objective.project(y0.detach())
     energy, grad = objective(y)
-    if groups is not None:
-        gscale, fscale = group_scales(energy, projected_grad_norm(y, grad, objective), groups)
-    else:
-        gscale = torch.ones(n, dtype=energy.dtype, device=energy.device)
-        fscale = gscale
-    gtol_n = gtol * gscale
+    gscale, fscale, gtol_n = start_scales(y, energy, grad, objective, gtol, groups)
     state = solver.init(y, energy, grad)
     out_y, out_e = y.clone(), energy.clone()
     is_converged = torch.zeros(n, dtype=torch.bool, device=y.device)
     is_diverged = torch.zeros_like(is_converged)
     active = torch.ones_like(is_converged)
     trajectory = [y.clone()] if is_trajectory else None
-    xtol, xgtol = math.sqrt(ftol), math.sqrt(gtol)
     fn, project, x = objective.energy_and_grad, objective.project, objective.x
     steps = 0
     while steps < max_steps:
@@ -185,16 +178,11 @@ def minimize_compiled(
             trajectory.extend(torch.where(frozen, out_y, p) for p in path)
         if not is_early_stop:
             continue
-        flat_g = projected_grad(y, grad, objective).reshape(n, -1)
-        is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
-        moved = (y - y_prev).reshape(n, -1).norm(dim=-1)
-        size = y.reshape(n, -1).norm(dim=-1)
-        is_stalled = ((energy - e_prev).abs() <= ftol * (energy.abs() + fscale)) & (
-            moved <= xtol * (1 + size)
+        is_done, is_bad, is_stalled = stop_test(
+            y, energy, grad, y_prev, e_prev, objective, ftol=ftol, gtol=gtol,
+            gscale=gscale, fscale=fscale, gtol_n=gtol_n,
         )
-        g_norm = flat_g.norm(dim=-1)
-        is_done = (g_norm <= gtol_n) | (is_stalled & (g_norm <= xgtol * gscale))
-        is_done = is_done & ~is_bad & active
+        is_done = is_done & active
         leaving = (is_done | is_bad | is_stalled) & active
         if bool(leaving.any()):
             out_y[leaving] = y[leaving]

@@ -20,6 +20,8 @@ __all__ = [
     "group_scales",
     "projected_grad",
     "projected_grad_norm",
+    "start_scales",
+    "stop_test",
 ]
 
 
@@ -85,6 +87,42 @@ def projected_grad_norm(y: Tensor, grad: Tensor, objective: Objective) -> Tensor
     return projected_grad(y, grad, objective).reshape(y.shape[0], -1).norm(dim=-1)
 
 
+def start_scales(
+    y: Tensor, energy: Tensor, grad: Tensor, objective: Objective, gtol: float,
+    groups: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(g_scale, f_scale, gtol · g_scale) at the start point: :func:`group_scales`, else ones."""
+    if groups is not None:
+        gscale, fscale = group_scales(energy, projected_grad_norm(y, grad, objective), groups)
+    else:
+        gscale = torch.ones(y.shape[0], dtype=energy.dtype, device=energy.device)
+        fscale = gscale
+    return gscale, fscale, gtol * gscale
+
+
+def stop_test(
+    y: Tensor, energy: Tensor, grad: Tensor, y_prev: Tensor, e_prev: Tensor,
+    objective: Objective, *, ftol: float, gtol: float, gscale: Tensor, fscale: Tensor,
+    gtol_n: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The stopping rule of :func:`minimize` for the rows given: (is_done, is_bad, is_stalled).
+
+    ``gscale``, ``fscale`` and ``gtol_n`` are those rows' scales (:func:`start_scales`);
+    ``is_done`` excludes the non-finite rows (``is_bad``).
+    """
+    n = y.shape[0]
+    flat_g = projected_grad(y, grad, objective).reshape(n, -1)
+    is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
+    moved = (y - y_prev).reshape(n, -1).norm(dim=-1)
+    size = y.reshape(n, -1).norm(dim=-1)
+    is_stalled = ((energy - e_prev).abs() <= ftol * (energy.abs() + fscale)) & (
+        moved <= math.sqrt(ftol) * (1 + size)
+    )
+    g_norm = flat_g.norm(dim=-1)
+    is_done = (g_norm <= gtol_n) | (is_stalled & (g_norm <= math.sqrt(gtol) * gscale))
+    return is_done & ~is_bad, is_bad, is_stalled
+
+
 def minimize(
     objective: Objective,
     y0: Tensor,
@@ -117,12 +155,7 @@ def minimize(
     n = y0.shape[0]
     y = objective.project(y0.detach())
     energy, grad = objective(y)
-    if groups is not None:
-        gscale, fscale = group_scales(energy, projected_grad_norm(y, grad, objective), groups)
-    else:
-        gscale = torch.ones(n, dtype=energy.dtype, device=energy.device)
-        fscale = gscale
-    gtol_n = gtol * gscale
+    gscale, fscale, gtol_n = start_scales(y, energy, grad, objective, gtol, groups)
     state = solver.init(y, energy, grad)
     out_y, out_e = y.clone(), energy.clone()
     is_converged = torch.zeros(n, dtype=torch.bool, device=y.device)
@@ -131,7 +164,6 @@ def minimize(
     x_full = objective.x
     trajectory = [y.clone()] if is_trajectory else None
     y_prev, e_prev = y, energy
-    xtol, xgtol = math.sqrt(ftol), math.sqrt(gtol)
     steps = 0
     while steps < max_steps:
         if is_early_stop and ((steps + 1) % check_every == 0 or steps + 1 == max_steps):
@@ -142,16 +174,10 @@ def minimize(
             trajectory.append(out_y.index_copy(0, index, y))
         if not is_early_stop or (steps % check_every and steps < max_steps):
             continue
-        flat_g = projected_grad(y, grad, objective).reshape(y.shape[0], -1)
-        is_bad = ~(torch.isfinite(energy) & torch.isfinite(flat_g).all(-1))
-        moved = (y - y_prev).reshape(y.shape[0], -1).norm(dim=-1)
-        size = y.reshape(y.shape[0], -1).norm(dim=-1)
-        is_stalled = ((energy - e_prev).abs() <= ftol * (energy.abs() + fscale[index])) & (
-            moved <= xtol * (1 + size)
+        is_done, is_bad, is_stalled = stop_test(
+            y, energy, grad, y_prev, e_prev, objective, ftol=ftol, gtol=gtol,
+            gscale=gscale[index], fscale=fscale[index], gtol_n=gtol_n[index],
         )
-        g_norm = flat_g.norm(dim=-1)
-        is_done = ((g_norm <= gtol_n[index]) | (is_stalled & (g_norm <= xgtol * gscale[index])))
-        is_done = is_done & ~is_bad
         leaving = is_done | is_bad | is_stalled
         if bool(leaving.any()):
             out_y[index[leaving]] = y[leaving]
