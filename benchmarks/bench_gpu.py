@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ import torch
 
 import ebmlab as eb
 
+from common import hand_step as common_hand_step
 from common import write
 
 NUM_STEPS, H, EPS, NUM_LEAPFROG, STEPS, LR, STARTS = 100, 0.01, 0.1, 5, 100, 0.05, 32
@@ -96,38 +96,7 @@ def grad_of(energy: eb.Energy, autograd: bool) -> Callable[[torch.Tensor], tuple
 
 def hand_step(kind: str, eg: Callable) -> Callable:
     """One step of the same math as ebmlab's kernel, its random numbers given."""
-    scale = math.sqrt(2 * H)
-
-    def langevin(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
-                 u: torch.Tensor) -> tuple:
-        y = y - H * g + scale * noise
-        e, g = eg(y)
-        return y, e, g
-
-    def mala(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
-             u: torch.Tensor) -> tuple:
-        yp = y - H * g + scale * noise
-        ep, gp = eg(yp)
-        back = y - yp + H * gp
-        log_r = e - ep - (back * back).sum(-1) / (4 * H) + 0.5 * (noise * noise).sum(-1)
-        acc = u < log_r.clamp(max=0.0).exp()
-        return (torch.where(acc[:, None], yp, y), torch.where(acc, ep, e),
-                torch.where(acc[:, None], gp, g))
-
-    def hmc(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
-            u: torch.Tensor) -> tuple:
-        h0 = e + 0.5 * (p * p).sum(-1)
-        yn, pn, en, gn = y, p - 0.5 * EPS * g, e, g
-        for i in range(NUM_LEAPFROG):
-            yn = yn + EPS * pn
-            en, gn = eg(yn)
-            pn = pn - (0.5 if i == NUM_LEAPFROG - 1 else 1.0) * EPS * gn
-        log_r = h0 - en - 0.5 * (pn * pn).sum(-1)
-        acc = u < log_r.clamp(max=0.0).exp()
-        return (torch.where(acc[:, None], yn, y), torch.where(acc, en, e),
-                torch.where(acc[:, None], gn, g))
-
-    return {"langevin": langevin, "mala": mala, "hmc": hmc}[kind]
+    return common_hand_step(kind, eg, h=H, eps=EPS, num_leapfrog=NUM_LEAPFROG)
 
 
 def hand_loop(kind: str, eg: Callable, compiled: bool) -> Callable:

@@ -41,7 +41,7 @@ import torch
 
 import ebmlab as eb
 
-from common import write
+from common import hand_step, write
 
 H, HMC_EPS, LEAPFROG = 0.01, 0.1, 5
 
@@ -149,39 +149,7 @@ def compiled_hand(kind: str, energy: eb.Energy) -> Callable:
     """A torch.compile'd hand-written Langevin, MALA or HMC step (draws made outside, eagerly,
     in ebmlab's order: noise then uniform, momenta then uniform)."""
     grad = energy.energy_and_grad
-    scale = math.sqrt(2 * H)
-
-    def langevin(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
-                 u: torch.Tensor) -> tuple:
-        y = y - H * g + scale * noise
-        e, g = grad(y)
-        return y, e, g
-
-    def mala(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
-             u: torch.Tensor) -> tuple:
-        yp = y - H * g + scale * noise
-        ep, gp = grad(yp)
-        back = y - yp + H * gp
-        log_r = e - ep - (back * back).sum(-1) / (4 * H) + 0.5 * (noise * noise).sum(-1)
-        acc = u < log_r.clamp(max=0.0).exp()
-        return (torch.where(acc[:, None], yp, y), torch.where(acc, ep, e),
-                torch.where(acc[:, None], gp, g))
-
-    def hmc(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
-            u: torch.Tensor) -> tuple:
-        h0 = e + 0.5 * (p * p).sum(-1)
-        yn, pn = y, p - 0.5 * HMC_EPS * g
-        en, gn = e, g
-        for i in range(LEAPFROG):
-            yn = yn + HMC_EPS * pn
-            en, gn = grad(yn)
-            pn = pn - (0.5 if i == LEAPFROG - 1 else 1.0) * HMC_EPS * gn
-        log_r = h0 - en - 0.5 * (pn * pn).sum(-1)
-        acc = u < log_r.clamp(max=0.0).exp()
-        return (torch.where(acc[:, None], yn, y), torch.where(acc, en, e),
-                torch.where(acc[:, None], gn, g))
-
-    step = torch.compile({"langevin": langevin, "mala": mala, "hmc": hmc}[kind],
+    step = torch.compile(hand_step(kind, grad, h=H, eps=HMC_EPS, num_leapfrog=LEAPFROG),
                          dynamic=False)
 
     def run(y: torch.Tensor, steps: int, gen: torch.Generator) -> torch.Tensor:
@@ -428,7 +396,7 @@ def main() -> None:
                 for name, mod in (("torchebm", "torchebm"), ("ebmkit", "ebm"))}
     load = open("/proc/loadavg").read().split()[0]
     write(
-        "peers",
+        "peers_quick" if args.quick else "peers",  # a smoke run never replaces the table
         rows,
         ["task", "library", "chain_steps_per_s", "seconds", "ratio", "max_abs_diff", "note"],
         notes=(f"1 thread, float32, torch {torch.__version__}; peers {versions}; load average "

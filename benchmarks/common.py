@@ -7,6 +7,7 @@ same process, alternating their order, and reports medians and the ratio library
 from __future__ import annotations
 
 import json
+import math
 import platform
 import resource
 import statistics
@@ -136,3 +137,41 @@ def write(name: str, rows: list[dict[str, object]], columns: list[str], notes: s
         lines.append("| " + " | ".join(cells) + " |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def hand_step(kind: str, eg: Callable, *, h: float, eps: float, num_leapfrog: int) -> Callable:
+    """A hand-written Langevin, MALA or HMC step (step ``h``; HMC: ``num_leapfrog`` leapfrog
+    steps of ``eps``), the same math as ebmlab's kernels, its random numbers given: the
+    baseline of bench_peers.py and bench_gpu.py. ``eg(y)`` returns (energy, gradient)."""
+    scale = math.sqrt(2 * h)
+
+    def langevin(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+                 u: torch.Tensor) -> tuple:
+        y = y - h * g + scale * noise
+        e, g = eg(y)
+        return y, e, g
+
+    def mala(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, noise: torch.Tensor,
+             u: torch.Tensor) -> tuple:
+        yp = y - h * g + scale * noise
+        ep, gp = eg(yp)
+        back = y - yp + h * gp
+        log_r = e - ep - (back * back).sum(-1) / (4 * h) + 0.5 * (noise * noise).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yp, y), torch.where(acc, ep, e),
+                torch.where(acc[:, None], gp, g))
+
+    def hmc(y: torch.Tensor, e: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
+            u: torch.Tensor) -> tuple:
+        h0 = e + 0.5 * (p * p).sum(-1)
+        yn, pn, en, gn = y, p - 0.5 * eps * g, e, g
+        for i in range(num_leapfrog):
+            yn = yn + eps * pn
+            en, gn = eg(yn)
+            pn = pn - (0.5 if i == num_leapfrog - 1 else 1.0) * eps * gn
+        log_r = h0 - en - 0.5 * (pn * pn).sum(-1)
+        acc = u < log_r.clamp(max=0.0).exp()
+        return (torch.where(acc[:, None], yn, y), torch.where(acc, en, e),
+                torch.where(acc[:, None], gn, g))
+
+    return {"langevin": langevin, "mala": mala, "hmc": hmc}[kind]
