@@ -11,9 +11,9 @@ import pytest
 from ebmlab.demo import SECTIONS
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ebmlab", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
 
 
 def test_help_lists_commands(tmp_path):
@@ -23,7 +23,9 @@ def test_help_lists_commands(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_writes_every_section(tmp_path):
-    result = _run("demo", "--quick", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    # A hang guard, not a speed test: the quick demo takes ~1-2 min alone, far more on a loaded
+    # machine.
+    result = _run("demo", "--quick", "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr
     for name in SECTIONS:
         assert f"== {name}" in result.stdout
