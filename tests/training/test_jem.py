@@ -13,6 +13,7 @@ from ebmlab.data.digits import digits
 from ebmlab.energies.classifier import ClassifierEnergy
 from ebmlab.energies.conv import ConvEnergy, ConvNet
 from ebmlab.training.images import (
+    ClassGaussians,
     MarginalNegatives,
     classifier_metrics,
     fit_image_energy,
@@ -135,6 +136,38 @@ def test_class_conditional_samples_lower_their_energy():
     # The trace is E(x, y) of the requested class.
     with torch.no_grad():
         assert torch.allclose(out.energy[-1], clf(labels.double().unsqueeze(-1), x=out.images))
+
+
+def test_class_gaussians_match_the_class_statistics(subset):
+    images, labels = subset
+    starts = ClassGaussians(images, labels)
+    assert starts.classes.tolist() == list(range(10)) and starts.means.shape == (10, 64)
+    g = torch.Generator().manual_seed(0)
+    draws = starts.sample(torch.full((4000,), 3), g)
+    assert draws.shape == (4000, 1, 8, 8) and draws.dtype == images.dtype
+    assert float(draws.min()) >= 0 and float(draws.max()) <= 1
+    # Clipping moves the mean a little; the draws are near class 3's mean, far from the others'.
+    distance = (draws.flatten(1).mean(0) - starts.means).norm(dim=1)
+    assert int(distance.argmin()) == 3 and float(distance[3]) < 0.5 * float(distance.sort()[0][1])
+    a = starts(5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, starts(5, torch.Generator().manual_seed(1)))  # the generator only
+    with pytest.raises(ValueError, match="fitted classes"):
+        starts.sample(torch.tensor([10]))
+    with pytest.raises(ValueError, match="at least 2"):
+        ClassGaussians(images[:3], torch.tensor([0, 1, 1]))
+
+
+def test_informative_negatives_start_from_the_class_gaussians(subset):
+    images, labels = subset
+    starts = ClassGaussians(images, labels)
+    neg = langevin_negatives((1, 8, 8), num_steps=0, buffer_size=64, init=starts,
+                             dtype=torch.float64)
+    out = neg(None, images[:8], generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(neg.buffer.data, starts(64, g))  # filled from init, the same stream
+    assert out.shape == (8, 1, 8, 8)
+    with pytest.raises(TypeError, match="init"):
+        langevin_negatives((1, 8, 8), init="gaussian")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ References:
     Generalization in Energy-Based Models", NeurIPS 2019, arXiv:1903.08689.
 """
 
+# layout: long because both recipes, their negatives, chain starts and sampler share the step
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -41,8 +43,10 @@ from ebmlab.losses.regularizers import energy_l2
 from ebmlab.training.callbacks import Callback
 from ebmlab.training.fit import History, fit
 from ebmlab.training.negatives import Sampled
+from ebmlab.training.replay import ReplayBuffer
 
 __all__ = [
+    "ClassGaussians",
     "MarginalNegatives",
     "langevin_negatives",
     "fit_jem",
@@ -139,13 +143,16 @@ def langevin_negatives(
     noise: float = 0.01,
     buffer_size: int = 10000,
     reinit: float = 0.05,
+    init: Callable[[int, torch.Generator | None], Tensor] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Sampled:
     r"""Return short-run Langevin negatives of images in [0, 1] from a replay buffer.
 
     ``num_steps`` steps :math:`x' = \mathrm{clip}_{[0,1]}(x - h\nabla F + \sigma\xi)` per call,
     started from a buffer of ``buffer_size`` past chain ends, a fraction ``reinit`` restarted
-    from uniform noise (JEM's defaults: 20 steps, h = 1, σ = 0.01, 10,000 slots, 5 %).
+    from uniform noise (JEM's defaults: 20 steps, h = 1, σ = 0.01, 10,000 slots, 5 %), or from
+    ``init(num, generator)`` when given (e.g. :class:`ClassGaussians` of the training images:
+    JEM++'s informative initialisation).
 
     Example:
         >>> neg = langevin_negatives((1, 8, 8), num_steps=5)
@@ -154,10 +161,76 @@ def langevin_negatives(
     """
     like = torch.empty(0, dtype=dtype or torch.get_default_dtype())
     shape = tuple(check_positive_int(int(s), "image_shape") for s in image_shape)
+    buffer = None
+    if init is not None:
+        if not callable(init):
+            raise TypeError(f"init must be a callable init(num, generator); got {init!r}")
+        buffer = ReplayBuffer(check_positive_int(buffer_size, "buffer_size"), init,
+                              reinit_fraction=reinit, y_shape=shape, dtype=like.dtype)
     return Sampled(
         num_steps, step_size, beta=langevin_beta(step_size, noise), init="buffer",
-        domain=_unit_box(shape, like), buffer_size=buffer_size, reinit=reinit,
+        domain=_unit_box(shape, like), buffer_size=buffer_size, reinit=reinit, buffer=buffer,
     )
+
+
+class ClassGaussians:
+    r"""A Gaussian per class fitted to images: informative starts for Langevin chains (JEM++).
+
+    Each class c gets the mean :math:`\mu_c` and covariance :math:`\Sigma_c + \epsilon I` of
+    its flattened images; draws are clipped to [0, 1]. Called as ``init(num, generator)`` (a
+    class uniformly at random per draw) it is a replay buffer's start distribution (see
+    :func:`langevin_negatives`); :meth:`sample` draws given classes, the start of
+    class-conditional chains. Fitted on training images only.
+
+    References:
+        Yang & Ji, "JEM++: Improved Techniques for Training JEM", ICCV 2021, arXiv:2109.09032.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(20, 1, 4, 4); y = torch.arange(20) % 2
+        >>> starts = ClassGaussians(x, y)
+        >>> starts(3, torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 1, 4, 4])
+        >>> starts.sample(torch.tensor([1, 1]), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 1, 4, 4])
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, *, jitter: float = 1e-2) -> None:
+        images = _check_images(images)
+        if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
+            raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},)")
+        jitter = check_positive(jitter, "jitter")
+        flat, labels = images.flatten(1).double(), labels.long()
+        self.classes = labels.unique()
+        eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
+        rows = [flat[labels == c] for c in self.classes]
+        if min(len(r) for r in rows) < 2:
+            raise ValueError("labels: every class needs at least 2 images")
+        self.means = torch.stack([r.mean(0) for r in rows])
+        self.scales = torch.stack([torch.linalg.cholesky(torch.cov(r.T) + jitter * eye)
+                                   for r in rows])
+        self.shape, self.dtype = tuple(images.shape[1:]), images.dtype
+
+    def __repr__(self) -> str:
+        return f"ClassGaussians({len(self.classes)} classes, image shape {self.shape})"
+
+    def sample(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Return one draw of each requested class, ``(len(labels), *image_shape)``."""
+        index = torch.searchsorted(self.classes, labels.long().to(self.classes.device))
+        if bool((index >= len(self.classes)).any()) or not bool(
+                (self.classes[index.clamp(max=len(self.classes) - 1)] == labels.long()).all()):
+            raise ValueError(f"labels must be among the fitted classes {self.classes.tolist()}")
+        return self._draw(index, generator)
+
+    def __call__(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        index = torch.randint(len(self.classes), (num,), generator=generator)
+        return self._draw(index.to(self.means.device), generator)
+
+    def _draw(self, index: Tensor, generator: torch.Generator | None) -> Tensor:
+        z = torch.randn((len(index), self.means.shape[1]), generator=generator,
+                        dtype=self.means.dtype)
+        x = self.means[index] + (self.scales[index] @ z[..., None].to(self.means)).squeeze(-1)
+        return x.clamp(0.0, 1.0).to(self.dtype).reshape(len(index), *self.shape)
 
 
 def _check_images(images: object, name: str = "images") -> Tensor:
