@@ -97,13 +97,17 @@ def hmc_loop(energy, y, steps, gen):
 
 def nuts_loop(energy, y, steps, gen):
     # The library's algorithm (multinomial NUTS, generalised U-turn criterion on every
-    # binary sub-tree, lockstep doubling over chains) inlined in one plain function.
+    # binary sub-tree with Stan's extra checks across its halves, lockstep doubling over
+    # chains) inlined in one plain function.
     n, d = y.shape
     e, g = energy.energy_and_grad(y)
     out = []
 
     def dot(a, b):
         return (a * b).sum(-1)
+
+    def no_u_turn(a, b, r):
+        return (dot(a, r) > 0) & (dot(b, r) > 0)
 
     for _ in range(steps):
         p0 = torch.randn(y.shape, generator=gen, dtype=y.dtype)
@@ -119,7 +123,7 @@ def nuts_loop(energy, y, steps, gen):
             alive, slw = active, torch.full((n,), -math.inf, dtype=y.dtype)
             ty, te, tg = y, e, g
             tot = torch.zeros_like(p0)
-            starts = [(tot, pp)] * (j + 1)
+            starts, ends = [(tot, pp)] * (j + 1), [pp] * (j + 1)
             for i in range(1 << j):
                 pp = pp - 0.5 * step * gg
                 yy = yy + step * pp
@@ -140,8 +144,14 @@ def nuts_loop(energy, y, steps, gen):
                 for lev in range(1, j + 1):
                     if (i + 1) % (1 << lev) == 0:
                         before, first = starts[lev]
-                        r = tot - before
-                        alive = alive & (dot(first, r) > 0) & (dot(pp, r) > 0)
+                        alive = alive & no_u_turn(first, pp, tot - before)
+                        if lev > 1:  # Stan's extra checks across the two halves
+                            mid, p_mid = starts[lev - 1]
+                            alive = (alive & no_u_turn(first, p_mid, mid - before + p_mid)
+                                     & no_u_turn(ends[lev - 1], pp, tot - mid + ends[lev - 1]))
+                for lev in range(j + 1):
+                    if (i + 1) % (1 << lev) == 0:
+                        ends[lev] = pp
                 if j >= 2 and not bool(alive.any()):
                     break
             sw = (torch.rand(n, generator=gen, dtype=y.dtype) < (slw - logw).exp()) & alive
@@ -150,11 +160,15 @@ def nuts_loop(energy, y, steps, gen):
             sg = torch.where(sw[:, None], tg, sg)
             logw = torch.where(alive, torch.logaddexp(logw, slw), logw)
             end = (yy, pp, gg)
+            far = torch.where(fwd[:, None], lft[1], rgt[1])
+            near = torch.where(fwd[:, None], rgt[1], lft[1])
+            first = starts[j][1] if j else pp
+            extra = no_u_turn(far, first, rho + first) & no_u_turn(near, pp, tot + near)
             gr, gl = (alive & fwd)[:, None], (alive & ~fwd)[:, None]
             rgt = tuple(torch.where(gr, a, b) for a, b in zip(end, rgt, strict=True))
             lft = tuple(torch.where(gl, a, b) for a, b in zip(end, lft, strict=True))
             rho = torch.where(alive[:, None], rho + tot, rho)
-            active = alive & (dot(lft[1], rho) > 0) & (dot(rgt[1], rho) > 0)
+            active = alive & (dot(lft[1], rho) > 0) & (dot(rgt[1], rho) > 0) & extra
             if not bool(active.any()):
                 break
         y, e, g = sy, se, sg

@@ -123,7 +123,7 @@ def test_chain_thin_burn_in_and_summary():
     assert set(summary) == {"num_samples", "num_chains", "step_size", "acceptance_rate",
                             "num_divergent", "ess_min", "ess_mean", "r_hat_max",
                             "ess_bulk_min", "ess_tail_min", "mcse_max", "num_reinitialised",
-                            "num_stuck"}
+                            "num_stuck", "num_stuck_sampling"}
     assert summary["num_samples"] == 6 and summary["num_chains"] == 4
     assert summary["step_size"] != 0.3  # adapted during burn-in
 

@@ -73,7 +73,9 @@ class Chain:
         ``num_divergent`` (total over the sampling steps), ``ess_min`` and ``ess_mean`` (bulk
         ESS over coordinates), ``ess_bulk_min``, ``ess_tail_min``, ``r_hat_max``
         (rank-normalised; NaN with fewer than 4 samples per chain), ``mcse_max`` (of the
-        mean), ``num_reinitialised`` and ``num_stuck``.
+        mean), ``num_reinitialised``, ``num_stuck`` (at the end of burn-in) and
+        ``num_stuck_sampling`` (chains that barely moved while sampling, see
+        :meth:`stuck_chains`).
 
         Raises:
             ValueError: for a chain without samples or chains.
@@ -111,7 +113,22 @@ class Chain:
             "mcse_max": _nan_max(mcse),
             "num_reinitialised": float(self.num_reinitialised),
             "num_stuck": float(self.num_stuck),
+            "num_stuck_sampling": float(self.stuck_chains().numel()),
         }
+
+    def stuck_chains(self) -> Tensor:
+        """Return the indices of the chains that barely moved while sampling.
+
+        A chain is flagged when its kept samples vary far less than the median chain's
+        (:func:`ebmlab.diagnostics.stuck_chains`: geometric mean over coordinates of the
+        variance ratio below 0.01), e.g. a NUTS chain deep in a funnel's neck whose tiny
+        adapted step is accepted but takes it nowhere. Empty with fewer than 4 samples or 3
+        chains.
+        """
+        flat = self.samples.flatten(2)
+        if not flat.is_floating_point() or flat.shape[0] < 4:
+            return torch.zeros(0, dtype=torch.long)
+        return diagnostics.stuck_chains(flat).nonzero().flatten().cpu()
 
 
 def _nan_min(t: Tensor) -> float:
@@ -154,6 +171,17 @@ def warn_if_troubled(chain: Chain, stacklevel: int = 3) -> None:
             f"({int(s['num_reinitialised'])} re-initialised from healthy chains)"
         )
         advice.append("a longer burn_in or starting points nearer the mass")
+    frozen = chain.stuck_chains()
+    if frozen.numel():
+        shown = ", ".join(str(i) for i in frozen[:10].tolist())
+        more = f" and {frozen.numel() - 10} more" if frozen.numel() > 10 else ""
+        problems.append(
+            f"{frozen.numel()} chains barely moved while sampling (chains {shown}{more}: "
+            f"position variance below 1 % of the median chain's, e.g. trapped in a funnel's "
+            f"neck)"
+        )
+        advice.append("a longer burn_in, a reparameterisation of the narrow region, or "
+                      "dropping those chains")
     if problems:
         tries = "; ".join(dict.fromkeys(advice))
         warnings.warn(

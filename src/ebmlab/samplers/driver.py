@@ -21,6 +21,7 @@ from ebmlab.samplers.chain import (
     stack_info,
     warn_if_troubled,
 )
+from ebmlab.samplers.diagnostics import STUCK_SPREAD, relative_spread
 from ebmlab.samplers.loop import (
     DEFAULT_CHECK_EVERY,
     GRAD_DTYPES,
@@ -39,10 +40,13 @@ __all__ = [
     "ESS_LIMIT",
     "STUCK_ACCEPTANCE",
     "MIN_MASS_BURN_IN",
+    "MIN_MOVEMENT_WINDOW",
 ]
 
 # Diagonal mass adaptation needs a burn-in of at least this many steps (Stan's 75 + 25 + 50).
 MIN_MASS_BURN_IN = 150
+# The stuck test at the end of burn-in looks at movement when its window has this many steps.
+MIN_MOVEMENT_WINDOW = 20
 
 
 class Sampler(Protocol):
@@ -146,6 +150,8 @@ def _adapt(
     welford = _Welford(y) if windows else None
     stuck_window = (burn_in - windows[-1]) if windows else max(1, min(50, burn_in // 10))
     accept_sum = torch.zeros(chains, dtype=state.energy.dtype, device=y.device)
+    # Movement over the same window (a chain can accept a tiny step and not move at all).
+    moved = _Welford(y) if stuck_window >= MIN_MOVEMENT_WINDOW else None
 
     def with_step(h: Tensor) -> Any:
         return base.with_step_size(_per_chain_view(h, ndim) if per_chain else h)
@@ -157,6 +163,8 @@ def _adapt(
         h = adapt.update(rate if per_chain else rate.mean())
         if t >= burn_in - stuck_window:
             accept_sum += rate
+            if moved is not None:
+                moved.update(state.position)
         if welford is not None and t >= 75:  # the slow windows start after 75 fast steps
             welford.update(state.position)
             if t + 1 in windows:
@@ -186,6 +194,8 @@ def _adapt(
         final = value
     report: dict[str, Any] = {"num_reinitialised": 0, "num_stuck": 0}
     stuck = (accept_sum / stuck_window) < STUCK_ACCEPTANCE
+    if moved is not None:
+        stuck |= relative_spread(moved.m2) < STUCK_SPREAD
     num_stuck = int(stuck.sum())  # one host read, at the end of burn-in
     if num_stuck and per_chain and num_stuck < chains:
         healthy = (~stuck).nonzero().flatten()
@@ -250,9 +260,12 @@ def sample(
       (:func:`mass_windows`), per chain or pooled over chains as ``adapt`` says, and the
       step-size adaptation restarts after each update; ``"none"`` keeps the kernel's mass.
     - A chain whose mean acceptance over the last adaptation window is below 1 %
-      (``STUCK_ACCEPTANCE``) is stuck; with per-chain adaptation it is restarted from the
-      state, step size and mass of a randomly chosen healthy chain before sampling starts,
-      and counted in ``Chain.num_reinitialised``.
+      (``STUCK_ACCEPTANCE``), or, when that window has at least 20 steps, whose positions
+      over it vary far less than the median chain's (``eb.diagnostics.relative_spread``
+      below ``STUCK_SPREAD`` = 0.01: a chain deep in a funnel's neck that accepts a tiny
+      step and does not move), is stuck; with per-chain adaptation it is
+      restarted from the state, step size and mass of a randomly chosen healthy chain
+      before sampling starts, and counted in ``Chain.num_reinitialised``.
 
     Then ``num_steps`` steps are run and every ``thin``-th state is kept (``keep="last"``:
     only the last of those, so nothing else is stored). Inputs are validated here once; the

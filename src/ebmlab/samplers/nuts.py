@@ -30,6 +30,21 @@ def _no_u_turn(p_start: Tensor, p_end: Tensor, rho: Tensor, inv_mass: float | Te
     return (_dot(p_start, rho) > 0) & (_dot(p_end, rho) > 0)
 
 
+def _merge_ok(first: tuple[Tensor, Tensor, Tensor], second: tuple[Tensor, Tensor, Tensor],
+              inv_mass: float | Tensor) -> Tensor:
+    """The criterion of two adjacent trees merged (Stan's, with the extra sub-tree checks).
+
+    ``first`` and ``second`` are ``(p_outer, p_inner, rho)`` of each tree: the momentum at
+    its end away from the other tree, at its end next to it, and its momentum sum. Besides the
+    merged tree, each tree extended by the other's nearest state must not U-turn (Stan 2.23+),
+    which stops the doubling of a trajectory whose halves each wrapped around.
+    """
+    (a_out, a_in, a_rho), (b_out, b_in, b_rho) = first, second
+    return (_no_u_turn(a_out, b_out, a_rho + b_rho, inv_mass)
+            & _no_u_turn(a_out, b_in, a_rho + b_in, inv_mass)
+            & _no_u_turn(a_in, b_out, b_rho + a_in, inv_mass))
+
+
 def _rows(t: Any, idx: Tensor | None) -> Any:
     """Rows ``idx`` of a per-chain tensor (all of them for ``idx=None``)."""
     return t if idx is None or t is None else t[idx]
@@ -67,6 +82,8 @@ class _Doubling:
         for name, value in t.items():
             if name == "starts":
                 t[name] = [(a[keep], b[keep]) for a, b in value]
+            elif name == "ends":
+                t[name] = [a[keep] for a in value]
             elif isinstance(value, Tensor) and value.ndim and name not in self.fixed:
                 t[name] = value[keep]
         self._bind()
@@ -229,6 +246,7 @@ class NUTS(Kernel):
         t["sub_y"], t["sub_e"], t["sub_g"] = t["y0"], t["e0"], t["g0"]
         t["total"] = torch.zeros_like(t["p"])
         t["starts"] = [(t["total"], t["p"])] * (j + 1)
+        t["ends"] = [t["p"]] * (j + 1)  # level l: the last momentum of the last 2^l block
         size = 1 << j
         for i in range(size):
             if t["alive"].shape[0] == 0:  # every chain stopped in doubling 0 or 1
@@ -264,7 +282,9 @@ class NUTS(Kernel):
             t["sub_log_w"] = new_log_w
             # Running momentum sums; every completed aligned block of 2^l states is a
             # sub-tree whose U-turn criterion must hold.
-            starts, total = t["starts"], t["total"]
+            # Each block is the merge of two halves of 2^(l-1) states: the merged criterion
+            # and Stan's two extra checks across the halves (_merge_ok).
+            starts, ends, total = t["starts"], t["ends"], t["total"]
             for level in range(1, j + 1):
                 if i % (1 << level) == 0:
                     starts[level] = (total, p)
@@ -272,7 +292,15 @@ class NUTS(Kernel):
             for level in range(1, j + 1):
                 if (i + 1) % (1 << level) == 0:
                     before, p_first = starts[level]
-                    alive = alive & _no_u_turn(p_first, p, total - before, inv_mass)
+                    if level == 1:  # two single states: the extra checks are the same one
+                        alive = alive & _no_u_turn(p_first, p, total - before, inv_mass)
+                        continue
+                    middle, p_mid = starts[level - 1]  # the second half's start
+                    alive = alive & _merge_ok((p_first, ends[level - 1], middle - before),
+                                              (p, p_mid, total - middle), inv_mass)
+            for level in range(j + 1):
+                if (i + 1) % (1 << level) == 0:
+                    ends[level] = p
             t.update(y=y, p=p, g=g, total=total, alive=alive)
             if i + 1 < size:  # compaction: the stopped chains leave the working set
                 keep = alive.nonzero().flatten()  # one host read per leapfrog step
@@ -301,14 +329,21 @@ class NUTS(Kernel):
         tree["log_w_tree"] = _put(tree["log_w_tree"], idx, torch.where(
             alive, torch.logaddexp(log_w_tree, t["sub_log_w"]), log_w_tree))
         forward = t["forward"]
+        left_p, right_p = tree["left"][1], tree["right"][1]
         end = (t["y"], t["p"], t["g"])
         for side, grow in (("right", alive & forward), ("left", alive & ~forward)):
             gv = grow.view(av.shape)
             tree[side] = tuple(_put(o, idx, torch.where(gv, n, _rows(o, idx)))
                                for n, o in zip(end, tree[side], strict=True))
-        rho = _rows(tree["rho"], idx)
-        rho = torch.where(av, rho + t["total"], rho)
+        # The old tree's ends before the join: the far one and the one next to the new sub-tree.
+        old_left, old_right = _rows(left_p, idx), _rows(right_p, idx)
+        fv = forward.view(av.shape)
+        old_far, old_near = torch.where(fv, old_left, old_right), torch.where(fv, old_right,
+                                                                              old_left)
+        old_rho = _rows(tree["rho"], idx)
+        new_first = t["starts"][-1][1] if len(t["starts"]) > 1 else t["p"]
+        rho = torch.where(av, old_rho + t["total"], old_rho)
         tree["rho"] = _put(tree["rho"], idx, rho)
-        still = alive & _no_u_turn(_rows(tree["left"][1], idx), _rows(tree["right"][1], idx),
-                                   rho, t["inv_mass"])
+        still = alive & _merge_ok((old_far, old_near, old_rho), (t["p"], new_first, t["total"]),
+                                  t["inv_mass"])
         return _put(torch.zeros_like(active), idx, still)
