@@ -122,6 +122,30 @@ class Langevin(Kernel):
         """Return the random numbers of one step, ``(noise,)``, drawn as :meth:`step` draws them."""
         return (torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device),)
 
+    def draw_block(
+        self, y: Tensor, num: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, ...] | None:
+        """Return ``num`` steps' noises drawn at once, or ``None`` where that would differ.
+
+        On the CPU a ``randn`` of ``num`` stacked blocks gives the same numbers, and leaves
+        the generator in the same state, as ``num`` calls of :meth:`draw` when a block has a
+        multiple of 16 elements (PyTorch fills normals 16 at a time); ``eb.sample`` then draws
+        the noise of the steps between two divergence checks in one call. Elsewhere (CUDA,
+        other sizes and dtypes, a subclass drawing otherwise) ``None``: draw step by step.
+        """
+        n = y.numel()
+        if (
+            y.device.type != "cpu"
+            or y.dtype not in (torch.float32, torch.float64)
+            or n % 16
+            or type(self).draw is not Langevin.draw
+            or type(self).advance is not Langevin.advance
+        ):
+            return None
+        return torch.randn(
+            (num, *y.shape), generator=generator, dtype=y.dtype, device=y.device
+        ).unbind(0)
+
     def advance(
         self,
         state: State,

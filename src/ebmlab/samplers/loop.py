@@ -15,6 +15,9 @@ from ebmlab.energy import Energy
 __all__ = [
     "run_steps",
     "compiled_step",
+    "CompiledSteps",
+    "block_size",
+    "BLOCK_GRADIENTS",
     "ReducedPrecisionGrad",
     "GRAD_DTYPES",
     "DEFAULT_CHECK_EVERY",
@@ -24,6 +27,8 @@ __all__ = [
 GRAD_DTYPES = (torch.bfloat16, torch.float16)
 # Kernels with a costly divergence check (Langevin) run it every this many steps by default.
 DEFAULT_CHECK_EVERY = 10
+# A compiled call runs this many gradient evaluations' worth of steps (see block_size).
+BLOCK_GRADIENTS = 8
 
 
 class ReducedPrecisionGrad(Energy):
@@ -54,9 +59,71 @@ class ReducedPrecisionGrad(Energy):
         return e.to(y.dtype), g.to(y.dtype)
 
 
-def compiled_step(kernel: Any, mode: str | None) -> Callable | None:
-    """Return the kernel's step with its ``advance`` compiled, or ``None`` for eager.
+def block_size(kernel: Any) -> int:
+    """The steps per compiled call: ``BLOCK_GRADIENTS`` gradients' worth, at least one step.
 
+    Langevin and MALA (one gradient per step) run ``BLOCK_GRADIENTS`` = 8 steps per call; HMC
+    with L leapfrog steps ``8 // L`` (one for L >= 5, whose step already amortises the call).
+
+    Example:
+        >>> import ebmlab as eb
+        >>> block_size(eb.samplers.MALA(0.1)), block_size(eb.samplers.HMC(0.1, 3))
+        (8, 2)
+    """
+    return max(1, BLOCK_GRADIENTS // int(getattr(kernel, "num_leapfrog", 1)))
+
+
+class CompiledSteps:
+    """The compiled steps of a kernel: one step (``__call__``) and ``block`` steps per call.
+
+    Built by :func:`compiled_step`. The random numbers are drawn eagerly with the kernel's
+    ``draw``, in the kernel's order (a block draws its steps' numbers one step after the
+    other before the call), so the chains equal the eager ones to float rounding; only the
+    deterministic ``advance`` runs compiled. :meth:`run_block` runs ``block`` steps in one
+    compiled call (unrolled in one graph: Python, guard and launch overhead are paid once
+    per block) and returns each step's ``(state, info)``.
+    """
+
+    def __init__(self, kernel: Any, mode: str, block: int) -> None:
+        name = type(kernel).__name__
+        self.block = block
+        self._draw = kernel.draw
+        self._advance = kernel.advance
+        self._one = compiled(kernel.advance, mode=mode, what=f"{name} step")
+        self._many = (
+            compiled(self._advance_block, mode=mode, what=f"{name} step")
+            if block > 1 else None
+        )
+
+    def __call__(
+        self, state: Any, energy: Energy, x: Tensor | None, *, generator: torch.Generator | None
+    ) -> tuple[Any, Any]:
+        return self._one(state, self._draw(state.position, generator), energy, x)
+
+    def _advance_block(
+        self, state: Any, draws: list[Any], energy: Energy, x: Tensor | None
+    ) -> list[tuple[Any, Any]]:
+        made = []
+        for d in draws:
+            state, info = self._advance(state, d, energy, x)
+            made.append((state, info))
+        return made
+
+    def run_block(
+        self, state: Any, energy: Energy, x: Tensor | None, *, generator: torch.Generator | None
+    ) -> list[tuple[Any, Any]]:
+        """Run ``block`` steps in one compiled call; every step's ``(state, info)``."""
+        if self._many is None:
+            return [self(state, energy, x, generator=generator)]
+        y = state.position
+        draws = [self._draw(y, generator) for _ in range(self.block)]
+        return self._many(state, draws, energy, x)
+
+
+def compiled_step(kernel: Any, mode: str | None, block: int | None = None) -> CompiledSteps | None:
+    """Return the kernel's compiled steps, or ``None`` for eager.
+
+    ``block``: steps per compiled call (default :func:`block_size`; 1: one step per call).
     ``None`` also (with a ``UserWarning``) for a kernel without ``draw`` and ``advance``.
     """
     if mode is None:
@@ -70,17 +137,7 @@ def compiled_step(kernel: Any, mode: str | None) -> Callable | None:
             stacklevel=3,
         )
         return None
-    advance = compiled(kernel.advance, mode=mode, what=f"{name} step")
-    draw = kernel.draw
-
-    def step(
-        state: Any, energy: Energy, x: Tensor | None, *, generator: torch.Generator | None
-    ) -> tuple[Any, Any]:
-        # The random numbers are drawn eagerly, in the kernel's order: the same stream as
-        # the eager step, and no graph break inside the compiled region.
-        return advance(state, draw(state.position, generator), energy, x)
-
-    return step
+    return CompiledSteps(kernel, mode, block_size(kernel) if block is None else block)
 
 
 def _is_bad(state: Any) -> Tensor:
@@ -99,7 +156,7 @@ def run_steps(
     thin: int,
     keep: str,
     check_every: int,
-    fast: Callable | None,
+    fast: CompiledSteps | None,
     generator: torch.Generator | None,
     steps: Callable[[int, str], Any],
     desc: str = "sampling",
@@ -108,20 +165,23 @@ def run_steps(
     divergent steps per chain.
 
     Every ``thin``-th state is kept (``keep="last"``: only the last of them, ``"none"``:
-    nothing, for a burn-in). ``fast`` is the step from :func:`compiled_step`. A kernel with a
-    ``lean_step`` (Langevin without a domain) makes its divergence check only every
-    ``check_every`` steps and
-    at the last step; a check that finds a chain non-finite flags that chain as divergent in
+    nothing, for a burn-in). ``fast`` is the result of :func:`compiled_step`: its blocks run
+    ``fast.block`` steps per compiled call, and the steps left over at the end (fewer than a
+    block) run eagerly. A kernel with a ``lean_step`` (Langevin without a domain) makes its
+    divergence check only every ``check_every`` steps and at the last step, and draws the
+    noise of the steps between two checks in one call where that gives the same numbers
+    (``draw_block``); a check that finds a chain non-finite flags that chain as divergent in
     every kept sample (and counts every step) since the previous check, so a NaN sample is
     never reported as valid (a non-finite Langevin chain stays non-finite). A compiled run
     always uses the checking step (the check is fused into the compiled graph).
     """
-    step = fast or kernel.step
     lean = getattr(kernel, "lean_step", None) if check_every > 1 and fast is None else None
     if getattr(kernel, "domain", None) is not None:
         # With walls a step can be unstable and stay finite (reflection hides it), and only
         # the per-step overshoot check sees it: check every step.
         lean = None
+    draw_block = getattr(kernel, "draw_block", None) if lean is not None else None
+    block = fast.block if fast is not None and fast.block > 1 else 0
     positions: list[Tensor] = []
     energies: list[Tensor] = []
     infos: list[Any] = []
@@ -129,9 +189,30 @@ def run_steps(
     unchecked = 0  # lean steps since the last check
     divergent = None
     last = num_steps - 1
+    made: list[tuple[Any, Any]] = []  # steps made ahead by a compiled block
+    noises: tuple[Tensor, ...] | None = ()  # noises drawn ahead for the lean steps
     for t in steps(num_steps, desc):
         is_check = lean is None or (t + 1) % check_every == 0 or t == last
-        state, info = (step if is_check else lean)(state, energy, x, generator=generator)
+        if made:
+            state, info = made.pop()
+        elif block and t + block <= num_steps:
+            made = fast.run_block(state, energy, x, generator=generator)[::-1]
+            state, info = made.pop()
+        elif noises is not None and draw_block is not None:
+            if not noises:
+                span = min(check_every - t % check_every, num_steps - t)
+                noises = draw_block(state.position, span, generator)
+                noises = None if noises is None else list(noises[::-1])
+            if noises is not None:
+                state, info = kernel.advance(state, (noises.pop(),), energy, x, check=is_check)
+            else:
+                state, info = (kernel.step if is_check else lean)(
+                    state, energy, x, generator=generator)
+        elif fast is not None and not block:
+            state, info = fast(state, energy, x, generator=generator)
+        else:  # eager steps (a compiled run's last steps, fewer than a block, too)
+            state, info = (kernel.step if is_check else lean)(
+                state, energy, x, generator=generator)
         if is_check:
             flag = getattr(info, "is_divergent", None)
             if lean is not None:
