@@ -47,6 +47,7 @@ from ebmlab.metrics import (  # noqa: E402
     softmax_score,
 )
 from ebmlab.training.images import (  # noqa: E402
+    ClassGaussians,
     fit_image_energy,
     fit_jem,
     langevin_negatives,
@@ -156,6 +157,7 @@ def main() -> None:
     softmax_steps, jem_steps, held_steps, ebm_steps = (
         (50, 20, 20, 10) if quick else (2000, 2000, 1000, 300))
     sgld_jem, sgld_ebm, per_class, sample_steps = (3, 3, 4, 20) if quick else (10, 20, 40, 300)
+    short_steps = sample_steps // 6
     load = os.getloadavg()[0]
     began = time.perf_counter()
     suffix = "_quick" if quick else ""
@@ -202,6 +204,17 @@ def main() -> None:
                                 noise=SAMPLE_NOISE, generator=g)
     unconditional = sample_images(ebm, buffer_rows(ebm_negatives.buffer.data, n, g),
                                   num_steps=50, step_size=1.0, noise=0.01, generator=g)
+    # Class-conditional chains from the class's Gaussian (fitted to the train half; JEM++'s
+    # informative start): the start alone, and after short and long chains on E(x, y).
+    g_gauss = torch.Generator().manual_seed(3)  # its own stream: the rows above are unchanged
+    gaussian_starts = ClassGaussians(data["train_x"], data["train_y"]).sample(labels, g_gauss)
+    from_gaussian = {}
+    for k in (short_steps, sample_steps):
+        start = time.perf_counter()
+        from_gaussian[k] = (sample_images(jem.marginal(), gaussian_starts, labels=labels,
+                                          num_steps=k, step_size=SAMPLE_STEP,
+                                          noise=SAMPLE_NOISE, generator=g_gauss).images,
+                            labels, time.perf_counter() - start)
     test = data["test_x"]
     svc = independent_svc(data)
     bandwidth = float(torch.pdist(test.flatten(1).double()).median())
@@ -215,6 +228,9 @@ def main() -> None:
             conditional.images, labels, conditional_seconds),
         f"JEM class-conditional (buffer + {sample_steps} steps on E(x, y))": (
             from_buffer.images, labels, conditional_seconds),
+        "class Gaussian starts alone (no Langevin; reference)": (gaussian_starts, labels, 0.0),
+        **{f"JEM class-conditional (class Gaussian + {k} steps on E(x, y))": v
+           for k, v in from_gaussian.items()},
     }
     sample_table = []
     with torch.no_grad():
@@ -259,7 +275,9 @@ def main() -> None:
           f"distance), against the {len(test)} test images; {per_class} samples per class; "
           f"class-conditional chains: Langevin on E(x, y) = -logits[y], h {SAMPLE_STEP}, "
           f"sigma {SAMPLE_NOISE}; recognisers: the softmax CNN above and an RBF SVC "
-          f"(gamma 0.001 on 0-16 pixels, scikit-learn's example) trained on the train half; "
+          f"(gamma 0.001 on 0-16 pixels, scikit-learn's example) trained on the train half "
+          f"(samples in [0, 1], times 16 for the SVC); class Gaussian: the mean and "
+          f"covariance (+0.01 I) of each class's train images, draws clipped to [0, 1]; "
           f"image EBM: {ebm_steps} steps of {sgld_ebm}-step Langevin ML.")
     if args.throughput:
         write("images_throughput", [throughput()], ["device", "batch", "jem_steps_per_s",
