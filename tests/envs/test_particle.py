@@ -42,6 +42,20 @@ def test_oracle_succeeds_on_every_seed(seed):
     assert result.positions.shape == (51, 200, 2)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_oracle_with_ibc_switch_radius_succeeds(seed):
+    # IBC's oracle switches at 0.01 inside the 0.05 success tolerance.
+    env = Particle(200)
+    oracle = ParticleOracle(env, switch_radius=0.01)
+    result = rollout(env, oracle, generator=torch.Generator().manual_seed(seed))
+    assert result.success_rate == 1.0
+    assert bool((env.closest_first < 0.01).all())
+    # It aims at goal 1 for longer than the oracle that switches at the tolerance.
+    default = rollout(env, ParticleOracle(env), generator=torch.Generator().manual_seed(seed))
+    at_first = (result.actions == result.goals[None, :, 0]).all(-1).sum()
+    assert int(at_first) > int((default.actions == default.goals[None, :, 0]).all(-1).sum())
+
+
 def test_order_matters():
     env = Particle(50)
     # Going straight to goal 2 and staying there never visits goal 1 first.
@@ -66,3 +80,5 @@ def test_errors():
         Particle(tolerance=0.0)
     with pytest.raises(TypeError, match="env"):
         ParticleOracle(object())
+    with pytest.raises(ValueError, match="switch_radius"):
+        ParticleOracle(env, switch_radius=0.0)

@@ -24,7 +24,12 @@ __all__ = [
     "MixtureDensityNetwork",
     "demonstrations",
     "success_rate",
+    "SWITCH_RADIUS",
 ]
+
+# The oracle's switch radius of the demonstrations, as IBC's oracle (goal_threshold 0.01 with
+# a 0.05 success tolerance, google-research/ibc environments/particle/particle_oracles.py).
+SWITCH_RADIUS = 0.01
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -133,10 +138,15 @@ class MixtureDensityNetwork:
         return torch.where(log_pi.exp() >= min_weight, means, torch.full_like(means, math.nan))
 
 
-def demonstrations(num_episodes: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Return the oracle's (observation, action) pairs over ``num_episodes`` particle episodes."""
+def demonstrations(num_episodes: int, seed: int = 0,
+                   switch_radius: float | None = SWITCH_RADIUS) -> tuple[Tensor, Tensor]:
+    """Return the oracle's (observation, action) pairs over ``num_episodes`` particle episodes.
+
+    The oracle switches to goal 2 at ``switch_radius`` from goal 1 (IBC's oracle: 0.01; the
+    success tolerance stays 0.05; ``None``: at the tolerance).
+    """
     env = eb.envs.Particle(num_episodes)
-    result = eb.envs.rollout(env, eb.envs.ParticleOracle(env),
+    result = eb.envs.rollout(env, eb.envs.ParticleOracle(env, switch_radius=switch_radius),
                              generator=torch.Generator().manual_seed(seed))
     return result.observations.flatten(0, 1), result.actions.flatten(0, 1)
 

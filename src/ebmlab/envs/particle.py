@@ -8,9 +8,12 @@ ball around :math:`g_1`: the discontinuity an MSE policy smooths over and an imp
 keeps. Re-implemented from the paper's description (section 4 and appendix) as a batched torch
 environment, so a whole evaluation of many episodes is one tensor program per step.
 
-Success uses one tolerance for everything, policy or oracle: the episode succeeds when the
-agent came within ``tolerance`` of goal 1, later within ``tolerance`` of goal 2, and ends
-within ``tolerance`` of goal 2. The oracle switches goal at that same tolerance.
+Success uses one tolerance for every policy: the episode succeeds when the agent came within
+``tolerance`` of goal 1, later within ``tolerance`` of goal 2, and ends within ``tolerance``
+of goal 2. The oracle switches goal once the agent has come within its own
+``switch_radius`` of goal 1: by default the same tolerance; IBC's oracle uses 0.01 inside
+its 0.05 success radius (``goal_threshold`` against ``goal_distance``), which leaves a
+learned policy room to switch a little early and still visit goal 1.
 
 References:
     Florence et al., "Implicit Behavioral Cloning", CoRL 2021, arXiv:2109.00137
@@ -49,6 +52,8 @@ class Particle:
     Attributes:
         observation_dim: 8. action_dim: 2.
         position, velocity, goals: the state, (num_envs, 2), (num_envs, 2), (num_envs, 2, 2).
+        visited_first, visited_second: (num_envs,) bool, the visits within ``tolerance``.
+        closest_first: (num_envs,), the smallest distance to goal 1 so far (every sub-step).
 
     Example:
         >>> import torch, ebmlab as eb
@@ -103,6 +108,7 @@ class Particle:
         self.steps = 0
         self.visited_first = self._near(0)
         self.visited_second = torch.zeros_like(self.visited_first)
+        self.closest_first = self.distance(0)
         return self.observation()
 
     def observation(self) -> Tensor:
@@ -137,6 +143,7 @@ class Particle:
             self.position = p
             self.visited_second = self.visited_second | (self.visited_first & self._near(1))
             self.visited_first = self.visited_first | self._near(0)
+            self.closest_first = torch.minimum(self.closest_first, self.distance(0))
         self.velocity = v
         self.steps += 1
         return self.observation(), self.steps >= self.num_steps
@@ -161,13 +168,17 @@ class Particle:
 
 
 class ParticleOracle:
-    """The demonstrator: target goal 1 until the agent has come within tolerance, then goal 2.
+    """The demonstrator: target goal 1 until the agent has come within reach, then goal 2.
 
-    It reads the environment's visit flags (the memory the observation lacks), so its actions
-    are a discontinuous function of the observation alone.
+    It reads the environment's memory of the episode (which the observation lacks), so its
+    actions are a discontinuous function of the observation alone.
 
     Args:
         env: the :class:`Particle` environment it acts in.
+        switch_radius: switch to goal 2 once the agent has come this close to goal 1
+            (``None``: the environment's ``tolerance``). IBC's oracle uses 0.01 with a 0.05
+            success tolerance: a policy that copies it and switches a little early has still
+            entered the tolerance ball.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -178,15 +189,22 @@ class ParticleOracle:
         True
     """
 
-    def __init__(self, env: Particle) -> None:
+    def __init__(self, env: Particle, switch_radius: float | None = None) -> None:
         if not isinstance(env, Particle):
             raise TypeError(f"env must be an ebmlab.envs.Particle; got {type(env).__name__}")
         self.env = env
+        self.switch_radius = (
+            None if switch_radius is None else check_positive(switch_radius, "switch_radius")
+        )
 
     def __call__(self, observation: Tensor) -> Tensor:
         """Return the oracle's targets (num_envs, 2) for the current state."""
         goals = observation[:, 4:].reshape(-1, 2, 2)
-        return torch.where(self.env.visited_first.unsqueeze(-1), goals[:, 1], goals[:, 0])
+        reached = (
+            self.env.visited_first if self.switch_radius is None
+            else self.env.closest_first < self.switch_radius
+        )
+        return torch.where(reached.unsqueeze(-1), goals[:, 1], goals[:, 0])
 
 
 @dataclass(frozen=True)
