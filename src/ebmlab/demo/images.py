@@ -10,7 +10,13 @@ from ebmlab.data.digits import digits
 from ebmlab.energies.classifier import ClassifierEnergy
 from ebmlab.energies.conv import ConvNet
 from ebmlab.metrics import auroc, energy_score, softmax_score
-from ebmlab.training.images import classifier_metrics, fit_jem, langevin_negatives, sample_images
+from ebmlab.training.images import (
+    ClassGaussians,
+    classifier_metrics,
+    fit_jem,
+    langevin_negatives,
+    sample_images,
+)
 
 __all__ = ["run"]
 
@@ -34,10 +40,11 @@ def run(out: Path, quick: bool) -> list[str]:
     scores = classifier_metrics(clf, test_x, test_y)
     g = torch.Generator().manual_seed(1)
     labels = torch.arange(10).repeat_interleave(per_class)
-    start = negatives.buffer.data[torch.randint(len(negatives.buffer), (labels.numel(),),
-                                                generator=g)]
-    samples = sample_images(clf.marginal(), start, labels=labels, num_steps=20 if quick else 300,
-                            step_size=0.1, noise=0.005, generator=g)  # h = 1 overshoots
+    # Chains start from each class's Gaussian (mean and covariance of its train images,
+    # JEM++'s informative start) and run on E(x, y); h = 1 overshoots on E(x, y).
+    start = ClassGaussians(train_x, train_y).sample(labels, g)
+    samples = sample_images(clf.marginal(), start, labels=labels, num_steps=10 if quick else 50,
+                            step_size=0.1, noise=0.005, generator=g)
     with torch.no_grad():
         recognised = float((clf.predict(samples.images) == labels).double().mean())
         logits_in = clf.logits(test_x)
@@ -46,10 +53,13 @@ def run(out: Path, quick: bool) -> list[str]:
                       "uniform noise": clf.logits(torch.rand(test_x.shape, generator=g,
                                                              dtype=dtype))}
 
-    fig, axes = subplots(2, title="JEM on digits: class-conditional Langevin samples")
-    image_grid(samples.images, num_columns=per_class, ax=axes[0],
-               row_labels=[str(c) for c in range(10)], title="samples of E(x, y), one row a class")
-    energy_trace(samples.energy, ax=axes[1], title="the chains' energy E(x, y) over steps")
+    fig, axes = subplots(3, title="JEM on digits: class-conditional Langevin samples")
+    rows = [str(c) for c in range(10)]
+    image_grid(start, num_columns=per_class, ax=axes[0], row_labels=rows,
+               title="starts: the class's Gaussian")
+    image_grid(samples.images, num_columns=per_class, ax=axes[1], row_labels=rows,
+               title=f"after {len(samples.energy) - 1} Langevin steps on E(x, y)")
+    energy_trace(samples.energy, ax=axes[2], title="the chains' energy E(x, y) over steps")
     save(fig, out / "images_samples.png")
     fig, axes = subplots(1)
     reliability_diagram({"JEM": torch.softmax(logits_in, -1)}, test_y, ax=axes[0],
