@@ -3,7 +3,8 @@
 Trains a small ConvNet with the JEM objective (cross-entropy on p(y|x) plus maximum likelihood
 on F(x) = -logsumexp logits, SGLD negatives from a replay buffer) on the first half of the
 digits, then reports test accuracy and calibration, detects pixel-shuffled digits and uniform
-noise with the energy score, and draws class-conditional samples by Langevin on E(x, y).
+noise with the energy score, and draws class-conditional samples by Langevin on E(x, y) started
+from each class's Gaussian (the mean and covariance of its training images).
 Run: python examples/classifier_ebm_digits.py [--quick] [--steps N] [--sgld-steps K] [--out DIR]
 (``--quick``: 150 steps of 5-step SGLD and 50-step sample chains, a smoke run of ~15 s).
 """
@@ -19,7 +20,13 @@ from ebmlab.data.digits import digits
 from ebmlab.energies.classifier import ClassifierEnergy
 from ebmlab.energies.conv import ConvNet
 from ebmlab.metrics import auroc, energy_score, softmax_score
-from ebmlab.training.images import classifier_metrics, fit_jem, langevin_negatives, sample_images
+from ebmlab.training.images import (
+    ClassGaussians,
+    classifier_metrics,
+    fit_jem,
+    langevin_negatives,
+    sample_images,
+)
 
 
 def main() -> None:
@@ -57,7 +64,7 @@ def main() -> None:
             print(f"{name}: AUROC energy {auroc(energy_score(logits_in), energy_score(logits)):.3f}"
                   f", softmax {auroc(softmax_score(logits_in), softmax_score(logits)):.3f}")
     labels = torch.arange(10).repeat_interleave(6)
-    start = negatives.buffer.data[torch.randint(len(negatives.buffer), (60,), generator=g)]
+    start = ClassGaussians(train_x, train_y).sample(labels, g)  # each class's Gaussian (JEM++)
     samples = sample_images(clf.marginal(), start, labels=labels, num_steps=sample_steps,
                             step_size=0.1, noise=0.005, generator=g)  # h = 1 overshoots on E(x, y)
     with torch.no_grad():
