@@ -163,7 +163,10 @@ class HMC(Kernel):
         self, state: State, noise: Tensor, energy: Energy, x: Tensor | None
     ) -> tuple[State, Tensor, Tensor, Tensor]:
         y, e, g = state
-        p = noise * self._momentum_scale
+        scale = self._momentum_scale
+        # A unit momentum scale (the default mass and beta) multiplies by one: skipped, the
+        # same numbers.
+        p = noise if isinstance(scale, float) and scale == 1.0 else noise * scale
         inv_mass = self._inv_mass
         if isinstance(inv_mass, Tensor) and inv_mass.device != y.device:
             inv_mass = inv_mass.to(y.device, y.dtype)
