@@ -10,7 +10,9 @@ The same work in one process, one thread, same energies, starts and random strea
   the same math (random numbers drawn eagerly outside it, the same stream), Langevin, MALA
   (h = 0.01) and HMC on the mixture at 10,000 chains; ``ratio`` is over the compiled hand
   loop there, and the eager ebmlab run is listed for the speed-up. The compilation (~20 s
-  per step function on a CPU) happens in the warm-up call and is not timed.
+  per step function on a CPU) happens in the warm-up call and is not timed. The same at 1,000
+  chains for Langevin and MALA, where the per-call overhead dominates: ebmlab runs 8 steps per
+  compiled call (``ebmlab.samplers.loop.BLOCK_GRADIENTS``), the hand loop one.
 
 Peers: TorchEBM (``torchebm``) and ebmkit (module ``ebm``), installed with ``--no-deps`` so the
 pinned torch is never replaced (``make bench-peers`` builds that environment). A peer that is not
@@ -378,8 +380,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
-    big, small = (1000, 64) if args.quick else (10_000, 256)
-    s_big, s_small, s_hmc = (5, 20, 2) if args.quick else (50, 300, 10)
+    big, small, mid = (1000, 64, 128) if args.quick else (10_000, 256, 1000)
+    s_big, s_small, s_hmc, s_mid = (5, 20, 2, 16) if args.quick else (50, 300, 10, 160)
     rows: list[dict[str, object]] = []
     if args.only != "compiled":
         for label, energy, analytic in (("mixture", mixture(), True), ("MLP", mlp(), False)):
@@ -392,6 +394,9 @@ def main() -> None:
     if args.only != "eager":
         for kind, n in (("langevin", s_big), ("mala", s_big), ("hmc", s_hmc)):
             rows += compiled_rows(kind, big, n, args.repeats)
+        # Small batches, where the per-call overhead dominates: 8 steps per compiled call.
+        for kind in ("langevin", "mala"):
+            rows += compiled_rows(kind, mid, s_mid, args.repeats)
     versions = {name: getattr(peer(mod), "__version__", "?") if peer(mod) else "missing"
                 for name, mod in (("torchebm", "torchebm"), ("ebmkit", "ebm"))}
     load = open("/proc/loadavg").read().split()[0]
