@@ -84,7 +84,10 @@ class Sampled:
 
     Args:
         num_steps: MCMC steps k per call.
-        step_size: Langevin step h (ignored when ``sampler`` is given).
+        step_size: Langevin step h (ignored when ``sampler`` is given). The default 0.001 is
+            small against a data scale of 0.1 (h / σ² = 0.1): at 0.01 the unadjusted step is
+            on the edge of stability in modes that narrow (h / σ² = 1) and CD-10 from the data
+            diverged on rings, checkerboard and two moons (docs/training.md).
         beta: inverse temperature β of the built-in Langevin step.
         init: ``"data"``, ``"noise"`` or ``"buffer"``.
         num: negatives per positive (``None``: one, shaped like ``y``).
@@ -116,7 +119,7 @@ class Sampled:
     def __init__(
         self,
         num_steps: int = 10,
-        step_size: float = 0.01,
+        step_size: float = 0.001,
         *,
         beta: float = 1.0,
         init: str = "data",
