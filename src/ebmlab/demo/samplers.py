@@ -35,7 +35,7 @@ def run(out: Path, quick: bool) -> list[str]:
         "PT(MALA)": eb.samplers.ParallelTempering(eb.samplers.MALA(0.05), _BETAS),
     }
     # NUTS pays for the deepest tree of the batch at every step: fewer steps in quick mode.
-    nuts_steps = (40, 20) if quick else (num_steps, burn_in)
+    nuts_steps = (40, 20) if quick else (300, 150)
     y0 = box.sample(num_chains, generator=gen)
     shown = min(300, num_steps)
     fig, axes = eb.plot.subplots(3, 2, title=f"8-Gaussians ring: last {shown} steps of 4 chains"
