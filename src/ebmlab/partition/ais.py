@@ -317,16 +317,16 @@ class AIS:
         target = self.target_acceptance or TRANSITIONS[kind]
         pilot = max(16, c // 4)
         tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog)
-        run(pilot, tuner, fast_init=True)
+        run(pilot, tuner, fast_init=True, reuse=True)
         params, leapfrog = tuner.params, self.num_leapfrog
 
         def fixed(k: int, y: Tensor, info: Any) -> Any:
             # The pilot's tuned step of input b, for every chain of the run (y's row count).
-            factor, spread = params[k]
+            factor, spread, chol = params[k]
             return make_transition(kind, factor, spread, y.shape[0] // b, tuple(y.shape[1:]),
-                                   leapfrog)
+                                   leapfrog, chol)
 
-        y, log_w = run(c, fixed, fast_init=True)
+        y, log_w = run(c, fixed, fast_init=True, reuse=True)
         return y, log_w, run, fixed
 
     @torch.no_grad()
@@ -349,7 +349,8 @@ class AIS:
             block = max(k_steps - 2 - m, 0)
             return choose(block * ns + k % ns, y, info)
 
-        _, rev = run(n, backwards, y0=rows, reverse=True, fast_init=True)
+        built_in = self.kernel is None or isinstance(self.kernel, str)
+        _, rev = run(n, backwards, y0=rows, reverse=True, fast_init=True, reuse=built_in)
         return rev
 
     @staticmethod

@@ -15,31 +15,118 @@ from ebmlab.partition._common import check_finite_energies, sample_distribution
 from ebmlab.partition.path import TemperedEnergy
 from ebmlab.samplers.hmc import HMC
 from ebmlab.samplers.metropolis import nan_to_neginf
-from ebmlab.samplers.random_walk import RandomWalkMetropolis
+from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import State
 
-__all__ = ["TRANSITIONS", "Annealing", "StepTuner", "make_transition", "base_sample",
-           "base_log_prob"]
+__all__ = ["TRANSITIONS", "Annealing", "StepTuner", "Whitened", "make_transition",
+           "particle_chol", "base_sample", "base_log_prob"]
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
 TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3}
 
 
 def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
-                    shape: tuple[int, ...], num_leapfrog: int = 1) -> Any:
+                    shape: tuple[int, ...], num_leapfrog: int = 1,
+                    chol: Tensor | None = None) -> Any:
     """Build the kernel of one AIS step for C chains per input, rows ordered (B, C).
 
     ``factor`` (B, 1, 1) times the particle ``spread`` (B, 1, D) is the random walk's scale
     per coordinate; for ``"mala"`` (one leapfrog step) and ``"hmc"`` the factor is the
-    leapfrog step and the squared spread the inverse mass (a diagonal preconditioner).
+    leapfrog step and the squared spread the inverse mass (a diagonal preconditioner), or,
+    with ``chol`` (B, D, D), the Cholesky factor L of the particles' covariance: the kernel
+    then runs in whitened coordinates :math:`z = L^{-1}y` (a dense preconditioner).
     """
     b, d = spread.shape[0], spread.shape[-1]
     if kind == "random_walk":
         return RandomWalkMetropolis((factor * spread).expand(b, c, d).reshape(b * c, *shape))
     eps = factor.expand(b, c, 1).reshape(b * c, *([1] * len(shape)))
-    mass = spread.square().reciprocal().expand(b, c, d).reshape(b * c, *shape)
     kernel = HMC(1.0, num_leapfrog if kind == "hmc" else 1, target_acceptance=None)
+    if chol is not None:
+        return Whitened(kernel.with_step_size(eps), chol, c)
+    mass = spread.square().reciprocal().expand(b, c, d).reshape(b * c, *shape)
     return kernel.with_mass(mass).with_step_size(eps)
+
+
+def particle_chol(flat: Tensor) -> Tensor | None:
+    """The Cholesky factor of the particles' covariance (B, C, D) -> (B, D, D), or ``None``.
+
+    The sample covariance is shrunk towards its diagonal with weight min(1, 2D/C) (its
+    off-diagonal entries are noisy with few particles per dimension); ``None`` (the diagonal
+    preconditioner) when that weight is 1 or the factorisation fails.
+    """
+    b, c, d = flat.shape
+    w = min(1.0, 2.0 * d / c)
+    if w >= 1.0 or d < 2:
+        return None
+    centred = flat - flat.mean(1, keepdim=True)
+    cov = centred.transpose(1, 2) @ centred / (c - 1)
+    diag = torch.diagonal(cov, dim1=1, dim2=2)
+    shrunk = (1 - w) * cov + torch.diag_embed(w * diag + 1e-12 * diag.mean(1, keepdim=True))
+    chol, bad = torch.linalg.cholesky_ex(shrunk)
+    if bool(bad.any()) or not bool(torch.isfinite(chol).all()):
+        return None
+    return chol
+
+
+class _WhitenedEnergy(Energy):
+    """E(L z) and :math:`L^\top \nabla E(Lz)` for rows z (B*C, *shape); remembers the last y."""
+
+    def __init__(self, energy: Energy, kernel: Whitened) -> None:
+        super().__init__()
+        self.energy, self.kernel, self.y_shape = energy, kernel, energy.y_shape
+        self.last: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        return self.energy.forward(self.kernel.to_y(z), x)
+
+    def energy_and_grad(self, z: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y = self.kernel.to_y(z)
+        e, g = self.energy.energy_and_grad(y, x)
+        self.last = (y, g)
+        return e, self.kernel.pull_back(g)
+
+
+class Whitened:
+    """A gradient kernel run in whitened coordinates :math:`z = L^{-1} y`, per input.
+
+    The target in z is the target in y up to the constant Jacobian, so the kernel leaves it
+    invariant; an identity mass in z is the dense mass :math:`(LL^\top)^{-1}` in y. The
+    chains' positions stay in y exactly: an accepted move takes the y at which the proposal
+    was evaluated.
+    """
+
+    def __init__(self, kernel: HMC, chol: Tensor, c: int) -> None:
+        self.kernel, self.chol, self.c = kernel, chol, c
+        self.beta = 1.0
+
+    def _rows(self, v: Tensor) -> Tensor:
+        return v.reshape(self.chol.shape[0], self.c, -1)
+
+    def to_y(self, z: Tensor) -> Tensor:
+        """y = L z, rows (B*C, *shape)."""
+        return (self._rows(z) @ self.chol.transpose(1, 2)).reshape(z.shape)
+
+    def pull_back(self, g: Tensor) -> Tensor:
+        """The gradient in z: :math:`L^\top g`."""
+        return (self._rows(g) @ self.chol).reshape(g.shape)
+
+    def init(self, y0: Tensor, energy: Energy, x: Tensor | None = None) -> State:
+        return State(y0, *energy.energy_and_grad(y0, x))
+
+    def step(self, state: State, energy: Energy, x: Tensor | None = None, *,
+             generator: torch.Generator | None = None) -> tuple[State, Any]:
+        """One step of the inner kernel in z; the new state in y."""
+        y, e, g = state
+        rows = self._rows(y).transpose(1, 2)  # (B, D, C)
+        z = torch.linalg.solve_triangular(self.chol, rows, upper=False).transpose(1, 2)
+        inner = _WhitenedEnergy(energy, self)
+        new, info = self.kernel.step(State(z.reshape(y.shape), e, self.pull_back(g)), inner, x,
+                                     generator=generator)
+        if inner.last is None:
+            return state, info
+        y_prop, g_prop = inner.last
+        m = info.is_accepted.reshape(-1, *([1] * (y.ndim - 1)))
+        return State(torch.where(m, y_prop, y), new.energy, torch.where(m, g_prop, g)), info
 
 
 class StepTuner:
@@ -75,10 +162,46 @@ class StepTuner:
                 self.log_factor + (rate - self.target).reshape(self.b, 1, 1)
             ).clamp(math.log(1e-3), math.log(10.0))
         spread = flat.std(1, keepdim=True).clamp_min(1e-12)  # (B, 1, D)
+        chol = None if self.kind == "random_walk" else particle_chol(flat)
         factor = self.log_factor.exp()
-        self.params.append((factor, spread))
+        self.params.append((factor, spread, chol))
         return make_transition(self.kind, factor, spread, self.c, tuple(y.shape[1:]),
-                               self.num_leapfrog)
+                               self.num_leapfrog, chol)
+
+
+class _Memo(Energy):
+    """The target energy F, remembering its last evaluation (points, F, ∇F or ``None``)."""
+
+    def __init__(self, energy: Energy) -> None:
+        super().__init__()
+        self.energy, self.y_shape = energy, energy.y_shape
+        self.last: tuple[Tensor, Tensor, Tensor | None] | None = None
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        f = self.energy.forward(y, x)
+        self.last = (y, f, None)
+        return f
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        f, g = self.energy.energy_and_grad(y, x)
+        self.last = (y, f, g)
+        return f, g
+
+
+def _after_step(memo: _Memo, y: Tensor, cache: tuple[Tensor, Tensor | None] | None
+                ) -> tuple[Tensor, Tensor | None] | None:
+    """F (and ∇F) at the chains' new positions ``y``: the proposal's where it was accepted
+    (the last evaluation, at the proposal, is in ``memo``), the old ones elsewhere."""
+    if memo.last is None:
+        return cache
+    y_new, f_new, g_new = memo.last
+    if cache is None or y_new.shape != y.shape:
+        return None
+    accepted = (y == y_new).flatten(1).all(1)
+    f = torch.where(accepted, f_new, cache[0])
+    if g_new is None or cache[1] is None:
+        return f, None
+    return f, torch.where(accepted.reshape(-1, *([1] * (y.ndim - 1))), g_new, cache[1])
 
 
 class Annealing:
@@ -115,16 +238,33 @@ class Annealing:
             return uniform
         return base_log_prob(self.base, self.b)
 
+    @staticmethod
+    def _init(kernel: Any, target: TemperedEnergy, y: Tensor, x_rows: Tensor | None,
+              cache: tuple[Tensor, Tensor | None] | None, fast_init: bool) -> Any:
+        """The kernel's state at ``y`` for ``target``, from ``cache`` where it can be reused."""
+        if _reusable(kernel, cache):
+            if isinstance(kernel, HMC | Whitened):
+                return State(y, *target.combine_with_grad(y, cache))
+            return RandomWalkState(position=y, energy=target.combine(y, cache[0]))
+        if fast_init and isinstance(kernel, HMC | Whitened):
+            return State(y, *target.energy_and_grad(y, x_rows))
+        return kernel.init(y, target, x_rows)
+
     def __call__(
         self, c: int, choose: Any, *, y0: Tensor | None = None, reverse: bool = False,
-        fast_init: bool = False,
+        fast_init: bool = False, reuse: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Run C chains per input; ``choose(k, y, info)`` returns the kernel of step k.
 
         ``y0`` (B*C, *shape), rows ordered (B, C), replaces the draws from the base (the
         reverse pass starts from target samples); ``reverse`` runs the ladder from 1 to 0.
         With ``fast_init`` a gradient kernel's state is built from one ``energy_and_grad``
-        per temperature instead of the kernel's validating ``init``.
+        per temperature instead of the kernel's validating ``init``. With ``reuse`` (the
+        built-in transitions only: the random walk and HMC/MALA, whose last evaluation in a
+        step is at the proposal, kept exactly when accepted), F is evaluated once per step:
+        the state at the next temperature is assembled from the F and ∇F already computed
+        at the chains' positions (``TemperedEnergy.combine``), the same arithmetic as a
+        fresh evaluation, at half the energy evaluations of MALA.
 
         Returns the chains (C, B, *y_shape) and their log weights (C, B).
         """
@@ -143,25 +283,43 @@ class Annealing:
         energy_prev = TemperedEnergy(self.energy, log_p0, temps[0], self.beta,
                                      self.domain).forward(y, x_rows)
         k = 0
+        memo = _Memo(self.energy) if reuse else None
+        cache: tuple[Tensor, Tensor | None] | None = None  # F (and ∇F) at the rows y
         for t in temps[1:]:
-            target = TemperedEnergy(self.energy, log_p0, t, self.beta, self.domain)
+            target = TemperedEnergy(memo or self.energy, log_p0, t, self.beta, self.domain)
             kernel = choose(k, y, info)
-            if fast_init and isinstance(kernel, HMC):
-                state = State(y, *target.energy_and_grad(y, x_rows))
-            else:
-                state = kernel.init(y, target, x_rows)
+            if memo is not None:
+                memo.last = None
+            state = self._init(kernel, target, y, x_rows, cache, fast_init)
+            if memo is not None:
+                if t == 0:  # F is not evaluated at t = 0: nothing to reuse
+                    memo.last, cache = None, None
+                elif memo.last is not None:
+                    cache = memo.last[1:]
             bad += (torch.isnan(state.energy) | torch.isneginf(state.energy)).sum()
             # inf - inf (a chain outside the support of both) contributes weight 0.
             log_w = log_w + nan_to_neginf(energy_prev - state.energy)
             for i in range(self.num_steps):
                 if i:
                     kernel = choose(k, state.position, info)
+                if memo is not None:
+                    memo.last = None
                 state, info = kernel.step(state, target, x_rows, generator=generator)
+                if memo is not None and t != 0:
+                    cache = _after_step(memo, state.position, cache)
                 k += 1
             y, energy_prev = state.position, state.energy
         check_finite_energies(bad, "AIS")
         log_w = nan_to_neginf(log_w)
         return y.reshape(b, c, *shape).transpose(0, 1), log_w.reshape(b, c).T
+
+
+def _reusable(kernel: Any, cache: tuple[Tensor, Tensor | None] | None) -> bool:
+    if cache is None:
+        return False
+    if isinstance(kernel, HMC | Whitened):
+        return cache[1] is not None
+    return isinstance(kernel, RandomWalkMetropolis)
 
 
 def base_sample(

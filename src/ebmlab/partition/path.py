@@ -75,12 +75,16 @@ class TemperedEnergy(Energy):
         self.y_shape = energy.y_shape
 
     def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        return self.combine(y, self.energy.forward(y, x) if self.t > 0 else None)
+
+    def combine(self, y: Tensor, f: Tensor | None) -> Tensor:
+        """:math:`E_t(y)` from the target's energy ``f`` = F(y) already evaluated (``None``
+        at t = 0): the same arithmetic as :meth:`forward`, without calling F."""
         t = self.t
         e = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         if t < 1:
             e = e - (1 - t) * self.base_log_prob(y)
         if t > 0:
-            f = self.energy.forward(y, x)
             if self.domain is not None:
                 f = torch.where(self.domain.contains(y), f, torch.full_like(f, math.inf))
             e = e + (t * self.beta) * f
@@ -92,6 +96,13 @@ class TemperedEnergy(Energy):
         The base's part is differentiated by autograd (a closed form: cheap); outside
         ``domain`` the energy is :math:`+\infty` and the target's gradient is replaced by 0.
         """
+        parts = self.energy.energy_and_grad(y, x) if self.t > 0 else None
+        return self.combine_with_grad(y, parts)
+
+    def combine_with_grad(self, y: Tensor, parts: tuple[Tensor, Tensor] | None
+                          ) -> tuple[Tensor, Tensor]:
+        """:math:`E_t(y)` and its gradient from ``parts`` = (F(y), ∇F(y)) already evaluated
+        (``None`` at t = 0): the arithmetic of :meth:`energy_and_grad`, without calling F."""
         t = self.t
         e = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         g = torch.zeros_like(y)
@@ -104,7 +115,7 @@ class TemperedEnergy(Energy):
                     g = g - (1 - t) * g0
             e = e - (1 - t) * log_p0.detach()
         if t > 0:
-            f, gf = self.energy.energy_and_grad(y, x)
+            f, gf = parts
             if self.domain is not None:
                 inside = self.domain.contains(y)
                 f = torch.where(inside, f, torch.full_like(f, math.inf))
