@@ -20,7 +20,7 @@ from ebmlab.training.negatives import Sampled, Uniform
 __all__ = ["LOSSES", "INFERENCE", "SCHEDULES", "check_params"]
 
 LOSSES = ("info_nce", "nce", "ml")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("auto", "cosine", "constant")
 INFERENCE = {"gradient": "adam", "dfo": "dfo", "langevin": "langevin"}
 
 # Cells per axis of the quadrature that normalises score() and sample() for dim(y) <= 2, and
@@ -233,8 +233,11 @@ def check_params(est: Any, n_outputs: int) -> None:
             raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
     for name in ("learning_rate", "langevin_step_size", "gradient_margin"):
         value = getattr(est, name)
+        if name == "learning_rate" and isinstance(value, str) and value == "auto":
+            continue
         if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+            extra = " or 'auto'" if name == "learning_rate" else ""
+            raise ValueError(f"{name} must be a finite number > 0{extra}; got {value!r}")
     for name in ("gradient_penalty", "y_margin"):
         value = getattr(est, name)
         if not isinstance(value, (int, float)) or not 0 <= value < math.inf:
