@@ -6,7 +6,7 @@ digits, then reports test accuracy and calibration, detects pixel-shuffled digit
 noise with the energy score, and draws class-conditional samples by Langevin on E(x, y) started
 from each class's Gaussian (the mean and covariance of its training images).
 Run: python examples/classifier_ebm_digits.py [--quick] [--steps N] [--sgld-steps K] [--out DIR]
-(``--quick``: 150 steps of 5-step SGLD and 50-step sample chains, a smoke run of ~15 s).
+(``--quick``: 150 steps of 5-step SGLD and 20-step sample chains, a smoke run of ~15 s).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     steps = args.steps or (150 if args.quick else 1000)
     sgld_steps = args.sgld_steps or (5 if args.quick else 10)
-    sample_steps = 50 if args.quick else 300
+    sample_steps = 20 if args.quick else 50
     torch.set_num_threads(1)
     train_x, train_y = digits("train", dtype=torch.float32)
     test_x, test_y = digits("test", dtype=torch.float32)
