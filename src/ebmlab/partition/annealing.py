@@ -23,6 +23,9 @@ __all__ = ["TRANSITIONS", "Annealing", "StepTuner", "Whitened", "make_transition
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
 TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3}
+# The dense preconditioner shrinks the particles' covariance towards its diagonal with
+# weight min(1, SHRINKAGE * D / C) (C particles in D dimensions).
+SHRINKAGE = 2.0
 
 
 def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
@@ -55,7 +58,7 @@ def particle_chol(flat: Tensor) -> Tensor | None:
     preconditioner) when that weight is 1 or the factorisation fails.
     """
     b, c, d = flat.shape
-    w = min(1.0, 2.0 * d / c)
+    w = min(1.0, SHRINKAGE * d / c)
     if w >= 1.0 or d < 2:
         return None
     centred = flat - flat.mean(1, keepdim=True)
