@@ -381,6 +381,8 @@ def sample(
         kernel = sampler
         target = getattr(sampler, "target_acceptance", None)
         step_size = getattr(sampler, "step_size", math.nan)
+        if isinstance(step_size, Tensor) and step_size.numel() > 1:  # per-chain steps given
+            step_size = float(step_size.median())
         report: dict[str, Any] = {}
         if burn_in and target is not None and hasattr(sampler, "with_step_size"):
             state, kernel, report = _adapt(
