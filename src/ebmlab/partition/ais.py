@@ -38,7 +38,9 @@ class AIS:
     **Transitions.** By default (``kernel=None``) they use the gradient where the energy is
     differentiable: MALA (``"mala"``, one leapfrog step of HMC) preconditioned by the current
     spread of the particles (inverse mass = their per-coordinate variance), with a step size
-    tuned at every temperature towards 57.4 % acceptance; an energy without a usable gradient
+    tuned at every temperature towards 57.4 % acceptance (with enough pilot particles per
+    dimension, 2D < C, a dense preconditioner instead: their covariance shrunk towards its
+    diagonal, the kernel run in whitened coordinates); an energy without a usable gradient
     (``energy_and_grad`` raises, or returns non-finite values) falls back to the random walk.
     ``kernel="hmc"`` takes ``num_leapfrog`` leapfrog steps (tuned towards 65 %), and
     ``kernel="random_walk"`` is the gradient-free random-walk Metropolis of earlier releases
@@ -46,7 +48,9 @@ class AIS:
     tuned steps are learnt in a pilot run of ``max(16, num_chains // 4)`` chains and then
     frozen: adapting on the very particles whose weights are averaged would bias the
     estimate (by +0.15 in log Z on a 10-D Gaussian in our tests), while fixed kernels keep
-    AIS unbiased for Z and the runs independent. Any kernel object with the samplers'
+    AIS unbiased for Z and the runs independent. The built-in transitions evaluate F once
+    per step: the next temperature's state reuses the F and gradient already computed.
+    Any kernel object with the samplers'
     interface, ``init(y0, energy, x=None) -> State`` and ``step(state, energy, x=None, *,
     generator) -> (State, Info)``, built with ``beta=1`` (the tempered target contains
     :math:`\beta`), is used as given, e.g. ``eb.samplers.MALA(0.05)``.
