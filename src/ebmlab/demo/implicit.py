@@ -178,9 +178,9 @@ def _regression_panel(ax: object, name: str, x: Tensor, y: Tensor, steps: int,
 def run(out: Path, quick: bool) -> list[str]:
     """Fit implicit, MSE and MDN models on four 1-D tasks; race implicit and MSE policies."""
     gen = torch.Generator().manual_seed(0)
-    # Quick mode: small networks, few steps and a short inference (about 30 s of CPU at one
+    # Quick mode: small networks, 400 steps and a short inference (about 1 min of CPU at one
     # thread). Full mode: the benchmark's budgets (1,500 steps; 100 demonstrations), minutes.
-    steps, n = (120, 400) if quick else (1500, 2000)
+    steps, n = (400, 400) if quick else (1500, 2000)
     options = (
         {"hidden_layer_sizes": (32, 32), "n_counter_examples": 32, "n_starts": 8,
          "inference_steps": 30} if quick else {"hidden_layer_sizes": (64, 64)}
