@@ -177,7 +177,8 @@ def test_bad_input_gets_sklearn_errors(branches):
 @pytest.mark.parametrize(
     ("param", "value"),
     [("loss", "mse"), ("inference", "newton"), ("max_iter", 0), ("learning_rate", -1.0),
-     ("inferred_fraction", 2.0), ("n_counter_examples", 1.5)],
+     ("inferred_fraction", 2.0), ("n_counter_examples", 1.5), ("learning_rate", "fast"),
+     ("learning_rate_schedule", "linear")],
 )
 def test_bad_parameters_refused_at_fit(param, value, branches):
     x, y = branches
