@@ -13,11 +13,13 @@ by their 9 one-pixel shifts (as in scikit-learn's RBM example).
 2. A separate run with classes 8 and 9 held out of training (8-class models), whose OOD set
    is the held-out classes' test digits.
 3. Samples: an unconditional ConvEnergy trained by short-run Langevin ML, JEM's replay
-   buffer, and JEM's class-conditional samples (Langevin on E(x, y) from noise and from the
-   buffer): kernel MMD^2 to the test images and the accuracy that independent classifiers
+   buffer, and JEM's class-conditional samples (Langevin on E(x, y) from noise, from the
+   buffer and from each class's Gaussian fitted to the train half, whose draws alone are a
+   reference row): kernel MMD^2 to the test images and the accuracy that independent classifiers
    (the softmax CNN and scikit-learn's RBF SVC) assign to the requested classes.
 
-Run: ``python benchmarks/bench_images.py [--quick] [--throughput]`` (one thread).
+Run: ``python benchmarks/bench_images.py [--quick] [--throughput] [--only-held-out]`` (one
+thread; ``--only-held-out`` runs and writes only the held-out-classes table).
 ``--throughput`` times JEM steps at CIFAR-10 scale (synthetic (64, 3, 32, 32) tensors) on
 the best device (CUDA when present).
 """
