@@ -189,9 +189,11 @@ def main() -> None:
         rows += particle(args.demos, args.policy_steps, args.episodes, seed=seed)
     rows = summary(rows) + rows
     load = os.getloadavg()[0]
+    fewer = min(args.seeds, policy_seeds) < 5
+    asked = " (the issue asks 5: fewer to fit the CPU time)" if fewer else ""
     notes = (
         f"1 thread; load average {load:.1f} on 2 shared cores; {args.seeds} seed(s) of the "
-        f"regression sets, {policy_seeds} of the particle task (the 'mean of' rows first, "
+        f"regression sets, {policy_seeds} of the particle task{asked} (the 'mean of' rows first, "
         f"*_sd: standard deviation over the seeds); {args.steps} steps per regression model, "
         f"{args.demos} demonstrations and {args.policy_steps} steps per policy, "
         f"{args.episodes} evaluation episodes at tolerance 0.05 for both policies (the "
