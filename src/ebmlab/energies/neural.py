@@ -80,7 +80,8 @@ class MLPEnergy(Energy):
         self.y_dim, self.x_dim = y_dim, x_dim
         self.y_shape = (y_dim,)
 
-    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+    def _inputs(self, y: Tensor, x: Tensor | None) -> Tensor:
+        """The network's input ``[y, x]`` (or ``y``), refusing an ``x`` that does not fit."""
         if self.x_dim:
             if x is None:
                 raise ValueError(f"MLPEnergy is conditional (x_dim={self.x_dim}); got x=None")
@@ -89,7 +90,10 @@ class MLPEnergy(Energy):
             if x is not None:
                 raise ValueError("MLPEnergy is unconditional (x_dim=0); got x, expected None")
             h = y
-        return self.net(h).squeeze(-1)
+        return h
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        return self.net(self._inputs(y, x)).squeeze(-1)
 
     def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Return :math:`F(x, y)` and :math:`\nabla_y F`, detached.
@@ -112,14 +116,7 @@ class MLPEnergy(Energy):
         plan = self._plan()
         if plan is None:
             return super().energy_and_grad(y, x)
-        if self.x_dim:
-            if x is None:
-                raise ValueError(f"MLPEnergy is conditional (x_dim={self.x_dim}); got x=None")
-            h = torch.cat([y, x.reshape(x.shape[0], -1)], -1)
-        else:
-            if x is not None:
-                raise ValueError("MLPEnergy is unconditional (x_dim=0); got x, expected None")
-            h = y
+        h = self._inputs(y, x)
         with torch.no_grad():
             saved = []
             for linear, act in plan:
