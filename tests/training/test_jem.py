@@ -151,10 +151,12 @@ def test_class_gaussians_match_the_class_statistics(subset):
     assert int(distance.argmin()) == 3 and float(distance[3]) < 0.5 * float(distance.sort()[0][1])
     a = starts(5, torch.Generator().manual_seed(1))
     assert torch.equal(a, starts(5, torch.Generator().manual_seed(1)))  # the generator only
-    with pytest.raises(ValueError, match="fitted classes"):
+    with pytest.raises(ValueError, match=r"fitted classes .*; got \[10\]"):
         starts.sample(torch.tensor([10]))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match=r"at least 2 images; classes \[0\]"):
         ClassGaussians(images[:3], torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"shape \(N,\) = \(3,\); got \(2,\)"):
+        ClassGaussians(images[:3], torch.tensor([0, 1]))
 
 
 def test_informative_negatives_start_from_the_class_gaussians(subset):

@@ -198,14 +198,18 @@ class ClassGaussians:
     def __init__(self, images: Tensor, labels: Tensor, *, jitter: float = 1e-2) -> None:
         images = _check_images(images)
         if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
-            raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},)")
+            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"labels must be a tensor of shape (N,) = ({images.shape[0]},); "
+                             f"got {got}")
         jitter = check_positive(jitter, "jitter")
         flat, labels = images.flatten(1).double(), labels.long()
         self.classes = labels.unique()
         eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
         rows = [flat[labels == c] for c in self.classes]
-        if min(len(r) for r in rows) < 2:
-            raise ValueError("labels: every class needs at least 2 images")
+        few = [int(c) for c, r in zip(self.classes, rows, strict=True) if len(r) < 2]
+        if few:
+            raise ValueError(f"labels: every class needs at least 2 images; classes {few} "
+                             "have 1")
         self.means = torch.stack([r.mean(0) for r in rows])
         self.scales = torch.stack([torch.linalg.cholesky(torch.cov(r.T) + jitter * eye)
                                    for r in rows])
@@ -219,7 +223,8 @@ class ClassGaussians:
         index = torch.searchsorted(self.classes, labels.long().to(self.classes.device))
         if bool((index >= len(self.classes)).any()) or not bool(
                 (self.classes[index.clamp(max=len(self.classes) - 1)] == labels.long()).all()):
-            raise ValueError(f"labels must be among the fitted classes {self.classes.tolist()}")
+            raise ValueError(f"labels must be among the fitted classes {self.classes.tolist()}; "
+                             f"got {labels.unique().tolist()}")
         return self._draw(index, generator)
 
     def __call__(self, num: int, generator: torch.Generator | None = None) -> Tensor:
