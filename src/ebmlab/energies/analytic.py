@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -170,15 +170,16 @@ class GaussianMixture(Energy):
         log_comp, _ = self._component_terms(y)
         return -torch.logsumexp(log_comp, -1)
 
-    def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """Parameter-derived constants of the closed-form gradient, cached until a change.
 
-        Returns ``(iv, mu_iv, const, shared)``: the inverse variances (K, d), ``means * iv``,
-        the per-component constant (K,), and ``shared`` — the common inverse variance as a
-        0-dim tensor when every component is isotropic with the same scale (the |y|² term is
-        then one scalar per row instead of a matmul), else ``None``. The cache key holds each
-        parameter's version counter, so an optimiser step (in place) or a reassignment
-        invalidates it.
+        Returns ``(iv, iv_t, mu_iv_t, mu_iv, const, shared)``: the inverse variances (K, d)
+        and their transpose (a view), ``(means * iv).T`` (d, K, contiguous) and its
+        transpose (a view), the per-component constant (K,), and ``shared`` — the common
+        inverse variance as a 0-dim tensor when every component is isotropic with the same
+        scale (the |y|² term is then one scalar per row instead of a matmul), else ``None``.
+        The cache key holds each parameter's version counter, so an optimiser step (in
+        place) or a reassignment invalidates it.
         """
         if torch.compiler.is_compiling():
             # Inside torch.compile: computed in the graph (a handful of (K, d) ops that the
@@ -196,7 +197,7 @@ class GaussianMixture(Energy):
 
     def _compute_constants(
         self, with_shared: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         with torch.no_grad():
             iv = torch.exp(-2 * self.log_scales)  # (K, d)
             mu_iv = self.means * iv
@@ -212,29 +213,68 @@ class GaussianMixture(Energy):
                 first = self.log_scales.reshape(-1)[0]
                 if bool((self.log_scales == first).all()):
                     shared = iv.reshape(-1)[0].clone()
-        return iv, mu_iv.T.contiguous(), const, shared
+        mu_iv_t = mu_iv.T.contiguous()
+        return iv, iv.T, mu_iv_t, mu_iv_t.T, const, shared
 
     def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _unconditional(self, x)
         with torch.no_grad():
-            # Expanded quadratic form: only (B, d) x (d, K) products, no (B, K, d) tensor.
-            # ||y - mu_k||^2_k = y^2 . iv_k - 2 y . (mu_k iv_k) + mu_k^2 . iv_k
-            iv, mu_iv_t, const, shared = self._constants()
-            if shared is not None:
-                # One inverse variance c for all: F = c|y|²/2 - logsumexp(const + y.mu_iv),
-                # grad = c y - resp @ mu_iv (one matmul each way).
-                log_comp = torch.addmm(const, y, mu_iv_t)
-                log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
-                resp = torch.exp(log_comp - log_norm)  # (B, K)
-                sq = (y * y).sum(-1)
-                energy = torch.addcmul(-log_norm.squeeze(-1), sq, shared, value=0.5)
-                grad = torch.addmm(y * shared, resp, mu_iv_t.T, alpha=-1.0)
-                return energy, grad
-            log_comp = torch.addmm(const, y, mu_iv_t).addmm_(y * y, iv.T, alpha=-0.5)
-            log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
-            resp = torch.exp(log_comp - log_norm)  # (B, K)
-            grad = y * (resp @ iv) - resp @ mu_iv_t.T
-            return -log_norm.squeeze(-1), grad
+            return _mixture_energy_and_grad(y, *self._constants())
+
+    def frozen_energy_and_grad(self) -> Callable[..., tuple[Tensor, Tensor]]:
+        """Return :meth:`energy_and_grad` with the parameter-derived constants fixed now.
+
+        The returned ``f(y, x=None)`` gives the same numbers as :meth:`energy_and_grad` for
+        as long as the parameters do not change, without its per-call work (the cache check,
+        the ``x`` check, entering ``no_grad``): the sampling loop of :func:`ebmlab.sample`
+        takes it once per run. Call it without autograd (under ``torch.no_grad()`` or with
+        a ``y`` that does not require grad); ``x`` must be ``None`` (it is not checked).
+
+        Example:
+            >>> import torch, ebmlab as eb
+            >>> gm = eb.energies.GaussianMixture.ring(4)
+            >>> y = torch.randn(3, 2)
+            >>> f = gm.frozen_energy_and_grad()
+            >>> all(torch.equal(a, b) for a, b in zip(f(y), gm.energy_and_grad(y)))
+            True
+        """
+        constants = self._constants()
+
+        def frozen(y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            return _mixture_energy_and_grad(y, *constants)
+
+        return frozen
+
+
+def _mixture_energy_and_grad(
+    y: Tensor,
+    iv: Tensor,
+    iv_t: Tensor,
+    mu_iv_t: Tensor,
+    mu_iv: Tensor,
+    const: Tensor,
+    shared: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """The mixture's energy and gradient from its constants (see ``GaussianMixture._constants``).
+
+    Expanded quadratic form: only (B, d) x (d, K) products, no (B, K, d) tensor;
+    ||y - mu_k||^2_k = y^2 . iv_k - 2 y . (mu_k iv_k) + mu_k^2 . iv_k.
+    """
+    if shared is not None:
+        # One inverse variance c for all: F = c|y|²/2 - logsumexp(const + y.mu_iv),
+        # grad = c y - resp @ mu_iv (one matmul each way).
+        log_comp = torch.addmm(const, y, mu_iv_t)
+        log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
+        resp = torch.exp(log_comp - log_norm)  # (B, K)
+        sq = (y * y).sum(-1)
+        energy = torch.addcmul(-log_norm.squeeze(-1), sq, shared, value=0.5)
+        grad = torch.addmm(y * shared, resp, mu_iv, alpha=-1.0)
+        return energy, grad
+    log_comp = torch.addmm(const, y, mu_iv_t).addmm_(y * y, iv_t, alpha=-0.5)
+    log_norm = torch.logsumexp(log_comp, -1, keepdim=True)
+    resp = torch.exp(log_comp - log_norm)  # (B, K)
+    grad = y * (resp @ iv) - resp @ mu_iv
+    return -log_norm.squeeze(-1), grad
 
 
 class DoubleWell(Energy):

@@ -146,6 +146,63 @@ class Langevin(Kernel):
             (num, *y.shape), generator=generator, dtype=y.dtype, device=y.device
         ).unbind(0)
 
+    @property
+    def has_lean_loop(self) -> bool:
+        """Whether :func:`ebmlab.sample` may run the chains through :meth:`move` and
+        :meth:`lean_check` directly: no ``domain``, and Langevin's own ``draw`` and ``advance``
+        (a subclass that changes them runs step by step)."""
+        return (
+            self.domain is None
+            and type(self).advance is Langevin.advance
+            and type(self).draw is Langevin.draw
+        )
+
+    def move(self, y: Tensor, grad: Tensor, noise: Tensor) -> Tensor:
+        r"""Return the moved positions :math:`y - h\nabla F + \sqrt{2h/\beta}\,\xi` (no walls).
+
+        The move of :meth:`advance` (the same two fused ops), for a loop that keeps the
+        positions, energies and gradients itself.
+        """
+        neg_step, noise_scale = self._neg_step, self._noise_scale
+        if isinstance(neg_step, Tensor) or isinstance(noise_scale, Tensor):
+            return langevin_step(y, grad, neg_step, noise_scale, None, noise)[0]
+        return torch.add(y, grad, alpha=neg_step).add_(noise, alpha=noise_scale)
+
+    def log_ratio(
+        self, y0: Tensor, e0: Tensor, y: Tensor, e: Tensor, grad: Tensor, noise: Tensor
+    ) -> Tensor:
+        """The Metropolis log-ratio of the move ``y0 -> y`` (what :class:`MALA` would use).
+
+        Finite and above ``-DIVERGENCE_THRESHOLD`` unless the step exploded; NaN or infinite
+        when the energy, gradient or position is not finite. :meth:`advance`'s divergence
+        check; ``grad`` is the gradient at ``y``, ``noise`` the move's noise.
+        """
+        beta = self.beta
+        back = axpy(y0 - y, self.step_size, grad)
+        if isinstance(self.step_size, Tensor):
+            log_ratio = (e0 - e) * beta - (back * back).flatten(1).sum(1) * (beta / 4.0) / (
+                self.step_size.reshape(-1))
+        else:
+            diff = e0 - e if beta == 1.0 else (e0 - e).mul_(beta)  # x * 1.0 == x exactly
+            log_ratio = diff.add_(
+                (back * back).flatten(1).sum(1), alpha=-beta / (4.0 * float(self.step_size))
+            )
+        return log_ratio.add_((noise * noise).flatten(1).sum(1), alpha=0.5)
+
+    def lean_check(
+        self, y0: Tensor, e0: Tensor, y: Tensor, e: Tensor, grad: Tensor, noise: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The divergence check of a lean run: ``(is_divergent, is_non_finite)`` per chain.
+
+        ``is_non_finite``: the log-ratio is not finite, i.e. the position, energy or
+        gradient at ``y`` is not (a chain that went non-finite between two checks stays
+        so); ``is_divergent``: that, or :meth:`advance`'s flag (log-ratio below
+        ``-DIVERGENCE_THRESHOLD``).
+        """
+        log_ratio = self.log_ratio(y0, e0, y, e, grad, noise)
+        bad = torch.isfinite(log_ratio).logical_not_()
+        return (log_ratio >= -DIVERGENCE_THRESHOLD).logical_not_().logical_or_(bad), bad
+
     def advance(
         self,
         state: State,
@@ -180,14 +237,7 @@ class Langevin(Kernel):
         e, g = energy.energy_and_grad(y, x)
         # The MALA log-ratio of the move: finite and > -1000 unless the step exploded; NaN
         # (non-finite energy or gradient) fails the comparison too.
-        back = axpy(y0 - y, self.step_size, g)
-        log_ratio = (e0 - e).mul_(self.beta).add_(
-            (back * back).flatten(1).sum(1), alpha=-self.beta / (4.0 * float(self.step_size))
-        ) if not isinstance(self.step_size, Tensor) else (
-            (e0 - e) * self.beta - (back * back).flatten(1).sum(1) * (self.beta / 4.0)
-            / self.step_size.reshape(-1)
-        )
-        log_ratio = log_ratio.add_((noise * noise).flatten(1).sum(1), alpha=0.5)
+        log_ratio = self.log_ratio(y0, e0, y, e, g, noise)
         is_divergent = (log_ratio >= -DIVERGENCE_THRESHOLD).logical_not_()
         if overshoot is not None:
             is_divergent |= overshoot

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ebmlab._compile import compiled
 from ebmlab.energy import Energy
+from ebmlab.samplers.state import Info, State
 
 __all__ = [
     "run_steps",
@@ -175,6 +176,9 @@ def run_steps(
     never reported as valid (a non-finite Langevin chain stays non-finite). A compiled run
     always uses the checking step (the check is fused into the compiled graph).
     """
+    if fast is None and check_every > 1 and getattr(kernel, "has_lean_loop", False):
+        return _run_lean(kernel, state, energy, x, num_steps, thin=thin, keep=keep,
+                         check_every=check_every, generator=generator, steps=steps, desc=desc)
     lean = getattr(kernel, "lean_step", None) if check_every > 1 and fast is None else None
     if getattr(kernel, "domain", None) is not None:
         # With walls a step can be unstable and stay finite (reflection hides it), and only
@@ -238,3 +242,85 @@ def run_steps(
             energies.append(state.energy)
             infos.append(info)
     return state, positions, energies, infos, divergent
+
+
+def _energy_and_grad(energy: Energy) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The energy's ``energy_and_grad``, or its constants-fixed form for one run (same numbers:
+    ``GaussianMixture.frozen_energy_and_grad``)."""
+    frozen = getattr(energy, "frozen_energy_and_grad", None)
+    return frozen() if callable(frozen) else energy.energy_and_grad
+
+
+def _run_lean(
+    kernel: Any,
+    state: Any,
+    energy: Energy,
+    x: Tensor | None,
+    num_steps: int,
+    *,
+    thin: int,
+    keep: str,
+    check_every: int,
+    generator: torch.Generator | None,
+    steps: Callable[[int, str], Any],
+    desc: str,
+) -> tuple[Any, list[Tensor], list[Tensor], list[Any], Tensor | None]:
+    """:func:`run_steps` for a kernel with ``has_lean_loop`` (Langevin without walls).
+
+    The same moves, random numbers and kept rows as the step-by-step loop, with the per-step
+    work cut to the move and the energy: positions, energies and gradients are kept as
+    plain tensors between checks (no State or Info per step), the energy's constants are
+    fixed for the run, the noise between two checks is drawn in one call where that gives
+    the same numbers, and the kept rows between checks share one constant Info.
+    """
+    eg = _energy_and_grad(energy)
+    move, draw, draw_block = kernel.move, kernel.draw, kernel.draw_block
+    y, e, g = state
+    rate = torch.ones_like(e)
+    accepted = torch.ones(e.shape, dtype=torch.bool, device=e.device)
+    never = ~accepted
+    divergent = torch.zeros(e.shape, dtype=torch.long, device=e.device)
+    positions: list[Tensor] = []
+    energies: list[Tensor] = []
+    infos: list[Any] = []
+    pending = 0  # kept rows since the last check (the last ones of infos)
+    keeping = keep != "none"
+    noises: list[Tensor] = []
+    per_step = False  # the noise is drawn step by step (draw_block cannot)
+    span, next_check = 0, -1
+    for t in steps(num_steps, desc):
+        if t > next_check:  # a new span: the steps up to and including the next check
+            span = min(check_every - t % check_every, num_steps - t)
+            next_check = t + span - 1
+            if not per_step:
+                block = draw_block(y, span, generator)
+                per_step = block is None
+                noises = [] if per_step else list(block[::-1])
+        noise = draw(y, generator)[0] if per_step else noises.pop()
+        if t != next_check:
+            y = move(y, g, noise)
+            e, g = eg(y, x)
+            info = None
+        else:
+            y0, e0 = y, e
+            y = move(y, g, noise)
+            e, g = eg(y, x)
+            flag, bad = kernel.lean_check(y0, e0, y, e, g, noise)
+            if span > 1:  # the unchecked steps of a chain found non-finite count too
+                divergent.add_(bad, alpha=span - 1)
+            divergent.add_(flag)
+            for i in range(len(infos) - pending, len(infos)):
+                infos[i] = Info(rate, accepted, bad)  # never | bad
+            pending = 0
+            info = Info(rate, accepted, flag)
+        if keeping and t % thin == thin - 1:
+            if keep == "last":
+                positions, energies, infos, pending = [], [], [], 0
+            positions.append(y)
+            energies.append(e)
+            if info is None:
+                infos.append(Info(rate, accepted, never))
+                pending += 1
+            else:
+                infos.append(info)
+    return State(y, e, g), positions, energies, infos, divergent
