@@ -162,8 +162,59 @@ def test_sliced_vr_with_rademacher_is_exact_for_a_diagonal_hessian():
     # v'Sv = sum_i S_ii v_i^2 = tr S when v_i = +-1 and S is diagonal: no variance at all.
     q = eb.energies.Quadratic(torch.diag(torch.tensor([0.5, 2.0, 3.0])), mean=MU0)
     y = torch.randn(10, D)
-    got = losses.sliced_score_matching(q, y, generator=torch.Generator().manual_seed(3))
+    got = losses.sliced_score_matching(q, y, num_projections=1, projection="rademacher",
+                                       generator=torch.Generator().manual_seed(3))
     assert got.item() == pytest.approx(losses.exact_score_matching(q, y).item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["ssm", "ssm_vr"])
+def test_sliced_orthogonal_matches_closed_form_with_the_same_projections(estimator):
+    # Documented draws: per frame of k = min(M left, D) directions, a randn (B, D, k), its
+    # reduced QR with the columns' signs set by diag(R) > 0, times sqrt(D). M = 5, D = 3:
+    # a full frame, then two more directions.
+    q = _quadratic()
+    y = torch.randn(8, D)
+    m = 5
+    got = losses.sliced_score_matching(q, y, num_projections=m, projection="orthogonal",
+                                       estimator=estimator,
+                                       generator=torch.Generator().manual_seed(7),
+                                       reduction="none")
+    g = torch.Generator().manual_seed(7)
+    frames = []
+    for k in (3, 2):
+        qq, r = torch.linalg.qr(torch.randn((8, D, k), generator=g))
+        qq = qq * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        frames.append(qq.permute(2, 0, 1))
+    v = torch.cat(frames) * math.sqrt(D)  # (M, B, D)
+    assert torch.allclose(v[:3].transpose(0, 1) @ v[:3].permute(1, 2, 0),
+                          D * torch.eye(D).expand(8, D, D), atol=1e-12)  # sqrt(D) orthonormal
+    s = _sym(q).detach()
+    sr = (y - q.mean.detach()) @ s
+    vsv = torch.einsum("mbi,ij,mbj->mb", v, s, v)
+    first = 0.5 * (v * sr).sum(-1) ** 2 if estimator == "ssm" else 0.5 * sr.square().sum(-1)
+    assert got.tolist() == pytest.approx((first - vsv).mean(0).tolist(), abs=1e-12)
+
+
+def test_sliced_orthogonal_with_d_projections_is_exact_for_any_hessian():
+    # The mean of v'Sv over a full sqrt(D)-orthonormal frame is tr(Q'SQ) = tr S.
+    q = _quadratic()  # off-diagonal A
+    y = torch.randn(10, D)
+    exact = losses.exact_score_matching(q, y, reduction="none")
+    got = losses.sliced_score_matching(q, y, num_projections=D,
+                                       generator=torch.Generator().manual_seed(3),
+                                       reduction="none")
+    assert got.tolist() == pytest.approx(exact.tolist(), abs=1e-10)
+    # The default M is min(D, 2): two orthogonal projections, the same draws as M = 2.
+    a = losses.sliced_score_matching(q, y, generator=torch.Generator().manual_seed(4))
+    b = losses.sliced_score_matching(q, y, num_projections=2, projection="orthogonal",
+                                     generator=torch.Generator().manual_seed(4))
+    assert a.item() == b.item()
+    # In 2-D the default is exact.
+    q2 = eb.energies.Quadratic([[2.0, 0.7], [0.7, 1.0]])
+    y2 = torch.randn(6, 2)
+    assert losses.sliced_score_matching(
+        q2, y2, generator=torch.Generator().manual_seed(5)
+    ).item() == pytest.approx(losses.exact_score_matching(q2, y2).item(), abs=1e-10)
 
 
 def test_denoising_matches_closed_form_with_the_same_noise():
@@ -219,7 +270,8 @@ def _assert_mean_close(samples, target):
 
 @pytest.mark.parametrize(
     ("projection", "estimator"),
-    [("rademacher", "ssm_vr"), ("rademacher", "ssm"), ("gaussian", "ssm_vr"), ("gaussian", "ssm")],
+    [("rademacher", "ssm_vr"), ("rademacher", "ssm"), ("gaussian", "ssm_vr"), ("gaussian", "ssm"),
+     ("orthogonal", "ssm_vr"), ("orthogonal", "ssm")],
 )
 def test_sliced_gradient_agrees_with_exact_gradient_in_expectation(generator, projection,
                                                                    estimator):
