@@ -155,3 +155,51 @@ def test_bad_arguments_are_named():
         Uniform([0, 1])
     with pytest.raises(TypeError, match="sampler"):
         Sampled(sampler=object())
+
+
+def test_auto_step_is_metropolis_adjusted_and_keeps_a_narrow_gaussian():
+    # The default step adapts to the MALA acceptance; the chain is exact, so samples of
+    # N(0, s^2) with s = 0.1 (where an unadjusted step of 0.01 is 2x too wide) are kept.
+    s, n = 0.1, 20000
+    q = eb.energies.Quadratic(torch.eye(2) / s**2)
+    g = torch.Generator().manual_seed(4)
+    neg = Sampled(num_steps=20)
+    assert neg.step_size == "auto" and neg.metropolis and math.isnan(neg.current_step_size)
+    y = s * torch.randn(n, 2, generator=g)
+    for _ in range(3):
+        out = neg(q, y, generator=g)
+    assert abs(out.var().item() / s**2 - 1) < 5 * math.sqrt(1 / n)
+    assert 0.2 * s**2 < neg.current_step_size <= 4 * s**2
+    wide = Sampled(num_steps=20, step_size=s**2, metropolis=False)(q, y, generator=g)
+    assert wide.var().item() / s**2 > 1.5  # the unadjusted step's bias: 1 / (1 - 1/2) = 2
+
+
+def test_auto_step_is_state_restored_and_reset():
+    q = eb.energies.Quadratic(torch.eye(1))
+    y = torch.randn(8, 1, generator=torch.Generator().manual_seed(0))
+    neg = Sampled(num_steps=3, init="buffer", buffer_size=12, domain=eb.Box([-2.0], [2.0]))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        assert neg.domain.contains(neg(q, y, generator=g)).all()
+    state = neg.state_dict()
+    assert set(state) == {"data", "position", "is_filled", "step_size"}
+    copy = Sampled(num_steps=3, init="buffer", buffer_size=12, domain=eb.Box([-2.0], [2.0]))
+    copy.load_state_dict(state)
+    assert copy.current_step_size == neg.current_step_size
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(neg(q, y, generator=g1), copy(q, y, generator=g2))
+    neg.reset()
+    assert math.isnan(neg.current_step_size)
+
+
+def test_step_size_and_metropolis_arguments_are_checked():
+    with pytest.raises(ValueError, match="step_size"):
+        Sampled(step_size="big")
+    with pytest.raises(ValueError, match="auto"):
+        Sampled(metropolis=False)
+    with pytest.raises(TypeError, match="metropolis"):
+        Sampled(step_size=0.1, metropolis=1)
+    with pytest.raises(ValueError, match="compile"):
+        Sampled(compile=True)
+    assert Sampled(step_size=0.1, metropolis=True).metropolis
+    assert not Sampled(step_size=0.1).metropolis

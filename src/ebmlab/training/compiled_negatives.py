@@ -91,7 +91,7 @@ def check_fit_compile(
 
     Example:
         >>> import warnings, ebmlab as eb
-        >>> neg = eb.training.negatives.Sampled(num_steps=2)
+        >>> neg = eb.training.negatives.Sampled(num_steps=2, step_size=0.01)
         >>> check_fit_compile(True, "contrastive_divergence", None, neg), neg.compile_mode
         ('default', 'default')
         >>> with warnings.catch_warnings(record=True) as w:

@@ -31,6 +31,7 @@ from ebmlab._checks import check_fraction, check_positive, check_positive_int, c
 from ebmlab._compile import check_compile
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
+from ebmlab.training.adjusted import AUTO_STEP_FRACTION, metropolis_langevin
 from ebmlab.training.compiled_negatives import (
     compiled_langevin,
     draw_noise,
@@ -76,18 +77,26 @@ class Sampled:
     Chains start from the data (``init="data"``: contrastive divergence CD-k), from noise
     (``"noise"``: uniform in ``domain``, or :math:`N(0, s^2)` without one) or from a replay
     buffer of past chain ends (``"buffer"``: persistent CD, with a fraction ``reinit`` restarted
-    from noise), then run ``num_steps`` steps. Without ``sampler`` the step is unadjusted
-    Langevin :math:`y' = y - h\nabla_y F + \sqrt{2h/\beta}\,\xi`, written inline so training
-    pays nothing for it; pass any kernel of ``eb.samplers`` (Langevin, MALA, HMC) to use it
-    instead. With a ``domain``, the built-in chains are projected back into it after each step
-    (a kernel keeps its chains in the domain it was built with).
+    from noise), then run ``num_steps`` steps of the Langevin proposal
+    :math:`y' = y - h\nabla_y F + \sqrt{2h/\beta}\,\xi`, written inline.
+
+    By default (``step_size="auto"``) each proposal is accepted or rejected by
+    Metropolis-Hastings (MALA, :func:`ebmlab.training.adjusted.metropolis_langevin`: no
+    discretisation bias, so chains never overshoot a narrow mode) and the step adapts: it
+    starts at :math:`h_0 = 0.005\,s^2` (:math:`s` the mean per-coordinate sd of the first
+    positives) and after every step is multiplied by :math:`e^{0.2\,(a - 0.574)}`, :math:`a`
+    the mean acceptance probability, within :math:`[10^{-6} h_0, 4 s^2]`; it is state
+    (:meth:`state_dict`; :meth:`reset` restarts it). A number ``step_size`` is a fixed,
+    unadjusted step (as before) unless ``metropolis=True``. With a ``domain``, unadjusted
+    chains are projected into it and adjusted proposals that leave it are rejected. Any
+    ``eb.samplers`` kernel can be passed as ``sampler`` instead.
 
     Args:
         num_steps: MCMC steps k per call.
-        step_size: Langevin step h (ignored when ``sampler`` is given). The default 0.001 is
-            small against a data scale of 0.1 (h / σ² = 0.1): at 0.01 the unadjusted step is
-            on the edge of stability in modes that narrow (h / σ² = 1) and CD-10 from the data
-            diverged on rings, checkerboard and two moons (docs/training.md).
+        step_size: ``"auto"`` (the adapted Metropolis-adjusted step above) or a fixed
+            Langevin step h (ignored with ``sampler``). No fixed unadjusted step suits every
+            data set: CD-10 from the data at h = 0.01 diverged on rings (modes of sd 0.1),
+            at 0.001 it was too slow on 8 Gaussians (docs/training.md).
         beta: inverse temperature β of the built-in Langevin step.
         init: ``"data"``, ``"noise"`` or ``"buffer"``.
         num: negatives per positive (``None``: one, shaped like ``y``).
@@ -99,12 +108,15 @@ class Sampled:
         buffer: an existing :class:`ebmlab.training.ReplayBuffer` to use instead.
         sampler: an ``eb.samplers`` kernel with ``init(y0, energy, x)`` and
             ``step(state, energy, x, *, generator)``.
-        compile: ``True`` or ``"cuda-graph"``: the built-in Langevin steps of one call run as
-            one ``torch.compile``\ d block (the noise drawn eagerly first, in the same order,
+        metropolis: accept or reject each built-in step by Metropolis-Hastings (MALA);
+            ``None``: ``True`` with ``step_size="auto"``, ``False`` with a number.
+        compile: ``True`` or ``"cuda-graph"``: the built-in unadjusted Langevin steps (a fixed
+            ``step_size``, ``metropolis=False``) of one call run as one ``torch.compile``\ d
+            block (the noise drawn eagerly first, in the same order,
             so the stream is the eager one; results equal to floating-point tolerance);
             compiled once per batch shape, with one ``UserWarning`` and the eager loop when
             compilation fails. ``eb.fit(..., compile=True)`` turns it on. Not with
-            ``sampler``. Not part of the run's fingerprint.
+            ``sampler`` or Metropolis-adjusted steps. Not part of the run's fingerprint.
 
     Example:
         >>> import torch, ebmlab as eb
@@ -119,7 +131,7 @@ class Sampled:
     def __init__(
         self,
         num_steps: int = 10,
-        step_size: float = 0.001,
+        step_size: float | str = "auto",
         *,
         beta: float = 1.0,
         init: str = "data",
@@ -130,10 +142,27 @@ class Sampled:
         reinit: float = 0.05,
         sampler: Any = None,
         buffer: Any = None,
+        metropolis: bool | None = None,
         compile: bool | str = False,
     ) -> None:
         self.num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
-        self.step_size = check_positive(step_size, "step_size")
+        is_auto = isinstance(step_size, str)
+        if is_auto and step_size != "auto":
+            raise ValueError(f"step_size must be a positive number or 'auto'; got {step_size!r}")
+        self.step_size: float | str = step_size if is_auto else check_positive(
+            step_size, "step_size")
+        if metropolis is None:
+            metropolis = is_auto and sampler is None  # a kernel makes its own steps
+        if not isinstance(metropolis, bool):
+            raise TypeError(f"metropolis must be a bool or None; got {type(metropolis).__name__}")
+        if is_auto and not metropolis and sampler is None:
+            raise ValueError(
+                "step_size='auto' adapts the step to the Metropolis acceptance rate; give a "
+                "number step_size for unadjusted steps (metropolis=False)"
+            )
+        self.metropolis = metropolis
+        self._step: Tensor | None = None  # the adapted step (step_size="auto"), state
+        self._step_range: tuple[float, float] = (0.0, math.inf)
         self.beta = check_positive(beta, "beta")
         if init not in self.INITS:
             raise ValueError(f"init must be one of {self.INITS}; got {init!r}")
@@ -150,10 +179,15 @@ class Sampled:
         self.sampler = sampler
         self.buffer_size = check_positive_int(buffer_size, "buffer_size")
         self.buffer = buffer
-        self._noise_std = math.sqrt(2 * self.step_size / self.beta)
+        self._noise_std = 0.0 if is_auto else math.sqrt(2 * self.step_size / self.beta)
         self._compile_mode = check_compile(compile)
         if self._compile_mode is not None and sampler is not None:
             raise ValueError("compile applies to the built-in Langevin steps; drop sampler=")
+        if self._compile_mode is not None and metropolis:
+            raise ValueError(
+                "compile applies to the built-in unadjusted Langevin steps; give a number "
+                "step_size (metropolis=False)"
+            )
         self._block: Any = None
 
     @property
@@ -162,8 +196,11 @@ class Sampled:
         return self._compile_mode
 
     def use_compile(self, mode: str) -> bool:
-        """Compile the built-in steps in ``mode`` (from ``eb.fit``); ``False`` with a kernel."""
-        if self.sampler is not None:
+        """Compile the built-in steps in ``mode`` (from ``eb.fit``); ``False`` with a kernel.
+
+        ``False`` too for Metropolis-adjusted steps (``step_size="auto"``): they run eager.
+        """
+        if self.sampler is not None or self.metropolis:
             return False
         if mode != self._compile_mode:
             self._compile_mode, self._block = mode, None
@@ -172,7 +209,7 @@ class Sampled:
     def __repr__(self) -> str:
         return (
             f"Sampled(num_steps={self.num_steps}, step_size={self.step_size}, "
-            f"init={self.init!r}, sampler={self.sampler!r})"
+            f"init={self.init!r}, metropolis={self.metropolis}, sampler={self.sampler!r})"
         )
 
     def noise(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -202,14 +239,14 @@ class Sampled:
         else:
             buffer = self._buffer(tuple(y.shape[1:]), y.dtype, y.device)
             y0, index = buffer.sample(n, generator=generator)
+        if self._step is None and self.step_size == "auto" and self.sampler is None:
+            self._start_step(y)
         out = self._run(energy, y0, _repeat(x, k) if k > 1 else x, generator)
         if self.init == "buffer":
             buffer.update(index, out)
         return out if self.num is None else out.reshape(b, k, *y.shape[1:])
 
-    def _buffer(
-        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> Any:
+    def _buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
         if self.buffer is None:
             like = torch.empty((1, *shape), dtype=dtype, device=device)
             init = self.domain if self.domain is not None else (
@@ -221,6 +258,16 @@ class Sampled:
             )
         return self.buffer
 
+    def _start_step(self, y: Tensor) -> None:
+        """The adapted step's start h0 = 0.005 s^2 and range, s the scale of positives ``y``."""
+        flat = y.reshape(y.shape[0], -1)
+        s = float(flat.double().std(0, unbiased=False).mean()) if y.shape[0] > 1 else math.nan
+        if not math.isfinite(s) or s <= 0:
+            s = math.sqrt(0.001 / AUTO_STEP_FRACTION)  # h0 = 0.001 without a usable scale
+        h0 = AUTO_STEP_FRACTION * s**2
+        self._step_range = (1e-6 * h0, 4.0 * s**2)
+        self._step = torch.full((), h0, dtype=y.dtype, device=y.device)
+
     def _run(
         self, energy: Energy, y: Tensor, x: Tensor | None, generator: torch.Generator | None
     ) -> Tensor:
@@ -229,6 +276,16 @@ class Sampled:
             for _ in range(self.num_steps):
                 state, _info = self.sampler.step(state, energy, x, generator=generator)
             return state.position.detach()
+        if self.metropolis:
+            is_auto = self._step is not None and self.step_size == "auto"
+            y, step = metropolis_langevin(
+                energy, y, x, self._step if is_auto else self.step_size, self.num_steps,
+                beta=self.beta, domain=self.domain, generator=generator,
+                step_range=self._step_range if is_auto else None,
+            )
+            if is_auto:
+                self._step = step
+            return y
         h, std = self.step_size, self._noise_std
         if self._compile_mode is not None and self.num_steps:
             if self._block is None:
@@ -246,21 +303,41 @@ class Sampled:
                 y = self.domain.project(y)
         return y
 
-    def reset(self) -> None:
-        """Forget the persistent chains: the replay buffer is refilled from noise on next use.
+    @property
+    def current_step_size(self) -> float:
+        """The step the next call uses (``step_size="auto"``: adapted; NaN before use)."""
+        if self.step_size != "auto":
+            return float(self.step_size)
+        return math.nan if self._step is None else float(self._step)
 
-        :func:`ebmlab.fit` calls it when it rolls a diverged run back (the chains may have run
-        off to where the diverged energy sent them).
+    def reset(self) -> None:
+        """Forget the persistent chains and the adapted step.
+
+        The replay buffer is refilled from noise and the adapted step starts again from
+        :math:`h_0` on next use. :func:`ebmlab.fit` calls it when it rolls a diverged run back
+        (the chains may have run off to where the diverged energy sent them).
         """
         if self.buffer is not None:
             self.buffer.is_filled.fill_(False)
+        self._step = None
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Return the replay buffer's tensors (empty before first use or without one)."""
-        return {} if self.buffer is None else self.buffer.state_dict()
+        """Return the replay buffer's tensors and the adapted step (empty before first use)."""
+        state = {} if self.buffer is None else self.buffer.state_dict()
+        if self._step is not None:
+            low, high = self._step_range
+            state["step_size"] = torch.stack([self._step.reshape(()),
+                                              self._step.new_tensor(low),
+                                              self._step.new_tensor(high)])
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore the replay buffer from :meth:`state_dict` (creating it if needed)."""
+        """Restore the replay buffer and adapted step from :meth:`state_dict`."""
+        state = dict(state)
+        step = state.pop("step_size", None)
+        if step is not None:
+            self._step = step[0].clone()
+            self._step_range = (float(step[1]), float(step[2]))
         if not state:
             return
         data = state["data"]
@@ -324,7 +401,6 @@ def check_negatives_output(out: object, y: Tensor) -> Tensor:
         f"negatives returned shape {tuple(out.shape)}; expected {shape} or "
         f"(B, K, *y_shape) = ({shape[0]}, K, {', '.join(map(str, shape[1:]))})"
     )
-
 
 
 # The default of eb.fit(negatives=None) for a loss that needs negatives: short-run persistent
