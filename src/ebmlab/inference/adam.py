@@ -32,6 +32,9 @@ class Adam:
         True
     """
 
+    # The step counters that compiled blocks keep as 0-d tensors (see tensor_counters).
+    counters = ("t",)
+
     def __init__(
         self, lr: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     ) -> None:
@@ -52,11 +55,21 @@ class Adam:
     ) -> tuple[Tensor, Tensor, Tensor, SolverState]:
         b1, b2 = self.betas
         m, v = state["m"], state["v"]
-        t = int(state["t"]) + 1
+        t = state["t"]
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        bias1 = 1 - b1**t
-        denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(self.eps)
-        y = objective.project(y.addcdiv(m, denom, value=-self.lr / bias1))
+        if isinstance(t, Tensor):
+            # A 0-d float64 counter (compiled blocks, see minimize_compiled): one graph for
+            # every block instead of a recompilation when the Python int changes; the same
+            # update to float rounding.
+            t = t + 1
+            scale = (-self.lr / (1 - b1**t)).to(y.dtype)
+            denom = (v.sqrt() / torch.sqrt(1 - b2**t).to(v.dtype)).add_(self.eps)
+            y = objective.project(torch.addcmul(y, m / denom, scale))
+        else:
+            t = int(t) + 1
+            bias1 = 1 - b1**t
+            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(self.eps)
+            y = objective.project(y.addcdiv(m, denom, value=-self.lr / bias1))
         energy, grad = objective(y)
         return y, energy, grad, {"m": m, "v": v, "t": t}

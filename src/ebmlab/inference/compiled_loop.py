@@ -31,6 +31,7 @@ __all__ = [
     "solver_block",
     "compiled_block",
     "minimize_compiled",
+    "tensor_counters",
 ]
 
 EnergyAndGrad = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
@@ -125,6 +126,26 @@ def compiled_block(mode: str) -> Callable:
     return compiled(solver_block, mode=mode, what="inference solver steps", dynamic=None)
 
 
+def tensor_counters(state: SolverState, solver: Solver, device: torch.device) -> SolverState:
+    """The solver's step counters (its ``counters``, e.g. Adam's ``t``) as 0-d float64 tensors.
+
+    A Python int that changes between compiled calls makes the compiler specialise on it,
+    then recompile once with a symbolic int; a tensor is an ordinary input, so the block
+    compiles once. Counters that set shapes or branches (L-BFGS's ``count``, Hybrid's
+    ``phase_t``) stay ints, and so does every entry of a solver without ``counters``.
+
+    Example:
+        >>> import ebmlab as eb
+        >>> tensor_counters({"t": 0, "m": None}, eb.inference.Adam(), torch.device("cpu"))
+        {'t': tensor(0., dtype=torch.float64), 'm': None}
+    """
+    names = [k for k in getattr(solver, "counters", ()) if isinstance(state.get(k), int)]
+    if not names:
+        return state
+    return {**state, **{k: torch.tensor(float(state[k]), dtype=torch.float64, device=device)
+                        for k in names}}
+
+
 def minimize_compiled(
     objective: Objective,
     y0: Tensor,
@@ -153,7 +174,7 @@ def minimize_compiled(
     y = objective.project(y0.detach())
     energy, grad = objective(y)
     gscale, fscale, gtol_n = start_scales(y, energy, grad, objective, gtol, groups)
-    state = solver.init(y, energy, grad)
+    state = tensor_counters(solver.init(y, energy, grad), solver, y.device)
     out_y, out_e = y.clone(), energy.clone()
     is_converged = torch.zeros(n, dtype=torch.bool, device=y.device)
     is_diverged = torch.zeros_like(is_converged)

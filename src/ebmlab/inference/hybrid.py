@@ -43,6 +43,9 @@ class Hybrid:
         ([1], True)
     """
 
+    # Adam's counter as a 0-d tensor in compiled blocks; phase_t stays an int (it branches).
+    counters = ("t",)
+
     def __init__(
         self,
         adam_steps: int = 20,
