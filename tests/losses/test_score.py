@@ -124,7 +124,7 @@ def test_conditional_energy_and_gradient_to_x():
     gp = losses.gradient_penalty(energy, y, x, reduction="none")
     assert gp.tolist() == pytest.approx((((y - x) / s**2) ** 2).sum(-1).tolist(), abs=1e-12)
     sliced = losses.sliced_score_matching(
-        energy, y, x, num_projections=3, generator=torch.Generator().manual_seed(1)
+        energy, y, x, sigma=0.0, num_projections=3, generator=torch.Generator().manual_seed(1)
     )
     assert sliced.item() == pytest.approx(expected.mean().item(), abs=1e-12)  # S = I / s^2
 
@@ -138,6 +138,7 @@ def test_sliced_matches_closed_form_with_the_same_projections(projection, estima
     got = losses.sliced_score_matching(
         q,
         y,
+        sigma=0.0,
         num_projections=m,
         projection=projection,
         estimator=estimator,
@@ -162,7 +163,8 @@ def test_sliced_vr_with_rademacher_is_exact_for_a_diagonal_hessian():
     # v'Sv = sum_i S_ii v_i^2 = tr S when v_i = +-1 and S is diagonal: no variance at all.
     q = eb.energies.Quadratic(torch.diag(torch.tensor([0.5, 2.0, 3.0])), mean=MU0)
     y = torch.randn(10, D)
-    got = losses.sliced_score_matching(q, y, num_projections=1, projection="rademacher",
+    got = losses.sliced_score_matching(q, y, sigma=0.0, num_projections=1,
+                                       projection="rademacher",
                                        generator=torch.Generator().manual_seed(3))
     assert got.item() == pytest.approx(losses.exact_score_matching(q, y).item(), abs=1e-12)
 
@@ -175,7 +177,8 @@ def test_sliced_orthogonal_matches_closed_form_with_the_same_projections(estimat
     q = _quadratic()
     y = torch.randn(8, D)
     m = 5
-    got = losses.sliced_score_matching(q, y, num_projections=m, projection="orthogonal",
+    got = losses.sliced_score_matching(q, y, sigma=0.0, num_projections=m,
+                                       projection="orthogonal",
                                        estimator=estimator,
                                        generator=torch.Generator().manual_seed(7),
                                        reduction="none")
@@ -200,7 +203,7 @@ def test_sliced_orthogonal_with_d_projections_is_exact_for_any_hessian():
     q = _quadratic()  # off-diagonal A
     y = torch.randn(10, D)
     exact = losses.exact_score_matching(q, y, reduction="none")
-    got = losses.sliced_score_matching(q, y, num_projections=D,
+    got = losses.sliced_score_matching(q, y, sigma=0.0, num_projections=D,
                                        generator=torch.Generator().manual_seed(3),
                                        reduction="none")
     assert got.tolist() == pytest.approx(exact.tolist(), abs=1e-10)
@@ -209,11 +212,17 @@ def test_sliced_orthogonal_with_d_projections_is_exact_for_any_hessian():
     b = losses.sliced_score_matching(q, y, num_projections=2, projection="orthogonal",
                                      generator=torch.Generator().manual_seed(4))
     assert a.item() == b.item()
+    # sigma: the loss at y + sigma * randn(y.shape), drawn before the projections.
+    g = torch.Generator().manual_seed(6)
+    noisy = y + 0.3 * torch.randn(y.shape, generator=g)
+    want = losses.sliced_score_matching(q, noisy, sigma=0.0, generator=g)
+    got = losses.sliced_score_matching(q, y, sigma=0.3, generator=torch.Generator().manual_seed(6))
+    assert got.item() == want.item()
     # In 2-D the default is exact.
     q2 = eb.energies.Quadratic([[2.0, 0.7], [0.7, 1.0]])
     y2 = torch.randn(6, 2)
     assert losses.sliced_score_matching(
-        q2, y2, generator=torch.Generator().manual_seed(5)
+        q2, y2, sigma=0.0, generator=torch.Generator().manual_seed(5)
     ).item() == pytest.approx(losses.exact_score_matching(q2, y2).item(), abs=1e-10)
 
 
@@ -247,7 +256,8 @@ def test_loss_values_match_their_expectations(generator):
         for estimator in ("ssm", "ssm_vr"):
             check(
                 losses.sliced_score_matching(
-                    q, y, projection=projection, estimator=estimator, generator=generator,
+                    q, y, sigma=0.0, projection=projection, estimator=estimator,
+                    generator=generator,
                     reduction="none",
                 ),
                 exact,
@@ -281,7 +291,7 @@ def test_sliced_gradient_agrees_with_exact_gradient_in_expectation(generator, pr
     samples = _replicate_gradients(
         q,
         lambda: losses.sliced_score_matching(
-            q, y, projection=projection, estimator=estimator, generator=generator
+            q, y, sigma=0.0, projection=projection, estimator=estimator, generator=generator
         ),
     )
     _assert_mean_close(samples, target)
@@ -390,6 +400,11 @@ def test_y_requiring_grad_keeps_its_history():
             lambda q, y: losses.sliced_score_matching(q, y, num_projections=0),
             ValueError,
             "num_projections",
+        ),
+        (
+            lambda q, y: losses.sliced_score_matching(q, y, sigma=-0.1),
+            ValueError,
+            "sigma",
         ),
         (
             lambda q, y: losses.sliced_score_matching(q, y, projection="sphere"),
