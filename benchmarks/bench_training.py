@@ -9,7 +9,9 @@
    default optimiser, Adam 3e-3 with a cosine decay over the run, negatives and regulariser;
    DSM sigma 0.1), at equal compute per method: ``--seconds`` (60 in the issue) of CPU time at
    one thread, measured by the process clock so that other load on a shared machine does not
-   shrink the budget (iterations from a timed 30-step probe after a warm-up). The four data sets
+   shrink the budget (iterations from a timed 60-step probe after a warm-up, denormals flushed
+   so that a step costs the same all run; the CPU seconds column is the measured time, and the
+   "run" column says when each row was made: ``--method`` merges rows). The four data sets
    can run in parallel processes (``--data``; each writes its own table).
    Targets: best within 0.10 nats on every data set, every method within 0.35.
 3. Overhead: eb.fit against a hand-written PyTorch loop doing the same CD-10 steps (same model,
@@ -136,6 +138,10 @@ def _train(spec: dict[str, object], train: torch.Tensor, num_steps: int) -> torc
     return model
 
 
+PROBE_STEPS = 60  # timed steps per method (after a 5-step warm-up) that set its iterations
+RUN_STAMP = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # this process's rows' "run"
+
+
 def bench_density(
     name: str, sampler, log_density, seconds: float, methods: list[str] | None = None
 ) -> list[dict[str, object]]:
@@ -149,8 +155,8 @@ def bench_density(
             continue
         _train(spec, train, 5)  # warm-up (first calls, allocations), not timed
         start = time.process_time()
-        _train(spec, train, 30)  # probe: the CPU seconds per iteration of this method
-        per_step = (time.process_time() - start) / 30
+        _train(spec, train, PROBE_STEPS)  # probe: the CPU seconds per iteration of this method
+        per_step = (time.process_time() - start) / PROBE_STEPS
         iterations = max(20, int(seconds / per_step))
         start = time.process_time()
         model = _train(spec, train, iterations)
@@ -158,7 +164,7 @@ def bench_density(
         nll = test_nll(model, test)
         rows.append({"data": name, "method": method, "iterations": iterations,
                      "test NLL": nll, "entropy": entropy, "gap (nats)": nll - entropy,
-                     "CPU seconds": elapsed})
+                     "CPU seconds": elapsed, "run": RUN_STAMP})
         print(f"  {name:12s} {method:30s} {iterations:5d} it  NLL {nll:.3f}  H {entropy:.3f}  "
               f"gap {nll - entropy:.3f}  {elapsed:.1f} s", flush=True)
     return rows
@@ -271,6 +277,11 @@ def main() -> None:
                              "are kept, and the notes say which rows were re-run)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # Denormal floats (|x| < 1.2e-38) run ~100x slower on x86 CPUs; an MLP whose energies grow
+    # large off the data (NCE's, up to ~300) makes SiLU produce them, and its steps slowed 2.5x
+    # over a run, so the per-step cost of the probe did not hold and NCE overran its budget.
+    # Flushed to zero, every method's step costs the same all run (numbers change below 1e-38).
+    torch.set_flush_denormal(True)
 
     if args.part in ("all", "ellipse"):
         run_ellipse(args)
@@ -305,43 +316,54 @@ def run_density(args: argparse.Namespace, seconds: float) -> None:
     density = []
     for name, sampler, log_density in sets:
         density += bench_density(name, sampler, log_density, seconds, args.method)
-    rerun = ""
     if args.method:  # keep the rows of the methods not re-run, from the committed tables
-        density, rerun = _merge(density, sets, args.method)
+        density = _merge(density, sets, args.method)
     best = {n: min(r["gap (nats)"] for r in density if r["data"] == n) for n, _, _ in sets}
     worst = {n: max(r["gap (nats)"] for r in density if r["data"] == n) for n, _, _ in sets}
     table = "training_density"
     if args.data:  # one process per data set: one table each
         table += "_" + "_".join(n.replace(" ", "").lower() for n, _, _ in sets)
     write(table, density,
-          ["data", "method", "iterations", "test NLL", "entropy", "gap (nats)", "CPU seconds"],
+          ["data", "method", "iterations", "test NLL", "entropy", "gap (nats)", "CPU seconds",
+           "run"],
           notes=f"MLP 2-128-128-128-1 (SiLU), batch 256, library defaults (Adam 3e-3 with a "
                 "cosine decay to 0 over the run, default negatives and regulariser), "
                 f"{seconds:g} s of CPU time per method at 1 thread (process clock, so the "
                 "shared machine's load does not change the budget; iterations from a timed "
-                "30-step probe after a warm-up); log Z by "
+                f"{PROBE_STEPS}-step probe after a warm-up, denormal floats flushed to zero so "
+                "that a step costs the same all run; CPU seconds is the measured time of the "
+                "run); log Z by "
                 "midpoint quadrature on a 300x300 grid over [-4.5, 4.5]^2; entropy = mean "
                 "-log p of the 20,000 test points under the true law (two moons: the law by "
                 "quadrature over t). Best gap per data set: "
                 + ", ".join(f"{n} {v:.3f}" for n, v in best.items())
                 + "; worst: " + ", ".join(f"{n} {v:.3f}" for n, v in worst.items())
-                + " (targets: best <= 0.10, every method <= 0.35)." + rerun)
+                + " (targets: best <= 0.10, every method <= 0.35). " + _runs_note(density))
 
 
 def _merge(
     new: list[dict[str, object]], sets: list[tuple], methods: list[str]
-) -> tuple[list[dict[str, object]], str]:
+) -> list[dict[str, object]]:
     """The new rows in place of the old ones of their methods, in the table's method order."""
     old = []
     for name, _, _ in sets:
         path = RESULTS / f"training_density_{name.replace(' ', '').lower()}.json"
-        if path.exists():
+        if path.exists():  # re-read just before writing: another process may have merged
             old += [r for r in json.loads(path.read_text())["rows"] if r["method"] not in methods]
     order = list(_methods())
-    rows = sorted(old + new, key=lambda r: ([n for n, _, _ in sets].index(r["data"]),
+    return sorted(old + new, key=lambda r: ([n for n, _, _ in sets].index(r["data"]),
                                             order.index(r["method"])))
-    return rows, (f" Rows re-run in this table's last run: {', '.join(methods)}; the others "
-                  "are from the previous run (same settings).")
+
+
+def _runs_note(rows: list[dict[str, object]]) -> str:
+    """Which rows came from which run (rows merged by ``--method`` keep their run's stamp)."""
+    runs: dict[str, list[str]] = {}
+    for r in rows:
+        runs.setdefault(str(r.get("run", "an earlier run (before run stamps)")), []).append(
+            f"{r['method']}" + ("" if len({q["data"] for q in rows}) == 1 else f" ({r['data']})"))
+    if len(runs) == 1:
+        return f"All rows from one run ({next(iter(runs))})."
+    return "Rows by run: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in runs.items()) + "."
 
 
 def run_overhead(args: argparse.Namespace) -> None:
