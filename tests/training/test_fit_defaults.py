@@ -36,6 +36,7 @@ def test_default_negatives_and_regulariser_are_used_and_can_be_turned_off():
     y = eb.data.eight_gaussians(256, generator=torch.Generator().manual_seed(0))
     neg = eb.training.negatives.default_negatives(y)
     assert isinstance(neg, Sampled) and neg.init == "buffer" and neg.reinit == 0.05
+    assert neg.metropolis and isinstance(neg.buffer.init, eb.training.replay.DataRestarts)
     assert bool(neg.domain.contains(y).all())
     model = eb.energies.MLPEnergy(2, hidden=(8,))
     h = eb.fit(model, y, "contrastive_divergence", num_steps=4, log_every=2, progress=False)

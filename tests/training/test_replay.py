@@ -92,3 +92,18 @@ def test_callable_init_and_errors(generator):
 def test_old_samplers_path_still_works_with_a_warning():
     with pytest.warns(DeprecationWarning, match="ebmlab.training.ReplayBuffer"):
         assert eb.samplers.ReplayBuffer is eb.training.ReplayBuffer
+
+
+def test_data_restarts_draw_training_rows():
+    from ebmlab.training.replay import DataRestarts, ReplayBuffer
+
+    data = torch.arange(10.0).reshape(5, 2)
+    starts = DataRestarts(data)
+    rows = starts(50, torch.Generator().manual_seed(0))
+    assert rows.shape == (50, 2)
+    assert all(any(torch.equal(r, d) for d in data) for r in rows)
+    buffer = ReplayBuffer(8, starts, reinit_fraction=1.0, y_shape=(2,))
+    y0, _ = buffer.sample(6, generator=torch.Generator().manual_seed(1))
+    assert all(any(torch.equal(r, d) for d in data) for r in y0)
+    with pytest.raises(ValueError, match="data"):
+        DataRestarts(torch.zeros(0, 2))

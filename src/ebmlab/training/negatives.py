@@ -39,7 +39,7 @@ from ebmlab.training.compiled_negatives import (
 )
 from ebmlab.training.most_offending import MostOffending
 from ebmlab.training.noise import Gaussian, Uniform
-from ebmlab.training.replay import ReplayBuffer
+from ebmlab.training.replay import DataRestarts, ReplayBuffer
 
 __all__ = [
     "Negatives",
@@ -403,8 +403,7 @@ def check_negatives_output(out: object, y: Tensor) -> Tensor:
     )
 
 
-# The default of eb.fit(negatives=None) for a loss that needs negatives: short-run persistent
-# Langevin (Du & Mordatch 2019; Nijkamp et al. 2019), in units of the data's scale.
+# The default of eb.fit(negatives=None) for a loss that needs negatives (default_negatives).
 DEFAULT_NUM_STEPS = 10
 DEFAULT_STEP_FRACTION = 0.005  # h = 0.005 * s^2, s = the data's mean per-coordinate std
 DEFAULT_REINIT = 0.05
@@ -415,13 +414,14 @@ def default_negatives(y: Tensor) -> Sampled:
     r"""The negatives :func:`ebmlab.fit` uses when a contrastive loss is given ``negatives=None``.
 
     Persistent Langevin chains at :math:`\beta = 1` (the temperature every likelihood loss of
-    ``eb.losses`` assumes) from a replay buffer of 10,000 chains: each step draws chains from
-    the buffer, restarts 5 % of them uniformly inside the data's bounding box, runs 10
-    unadjusted Langevin steps :math:`y' = y - h\nabla F + \sqrt{2h}\,\xi` projected into the
-    box, and writes them back (the short-run persistent recipe of Du & Mordatch 2019 and
-    Nijkamp et al. 2019). The step is set from the data's scale, :math:`h = 0.005\,s^2` with
-    :math:`s` the mean per-coordinate standard deviation of ``y`` (0.01 for 8 Gaussians), so
-    the recipe does not depend on the data's units.
+    ``eb.losses`` assumes) from a replay buffer of 10,000 chains, filled with training points:
+    each step draws chains from the buffer, restarts 5 % of them at random training points
+    (:class:`ebmlab.training.replay.DataRestarts`), runs 10 Metropolis-adjusted Langevin (MALA)
+    steps inside the data's bounding box (proposals leaving it rejected) and writes them back:
+    the short-run persistent recipe of Du & Mordatch 2019 / Nijkamp et al. 2019, adjusted so
+    that a sharp mode cannot throw the chains out, restarted where the data pushes the energy
+    down (docs/training.md). The step is :math:`h = 0.005\,s^2`, :math:`s` the mean
+    per-coordinate sd of ``y`` (0.01 for 8 Gaussians): independent of the data's units.
 
     Args:
         y: the training answers (N, *y_shape).
@@ -442,9 +442,9 @@ def default_negatives(y: Tensor) -> Sampled:
     pad = 1e-6 * (1.0 + (high - low))  # a box of positive width even for a constant column
     box = Box((low - pad).reshape(y.shape[1:]), (high + pad).reshape(y.shape[1:]))
     scale = float(flat.double().std(0, unbiased=False).mean()) if y.shape[0] > 1 else 1.0
-    if not math.isfinite(scale) or scale <= 0:
-        scale = 1.0
-    return Sampled(
-        num_steps=DEFAULT_NUM_STEPS, step_size=DEFAULT_STEP_FRACTION * scale**2, init="buffer",
-        domain=box, reinit=DEFAULT_REINIT, buffer_size=DEFAULT_BUFFER_SIZE,
-    )
+    scale = scale if math.isfinite(scale) and scale > 0 else 1.0
+    buffer = ReplayBuffer(DEFAULT_BUFFER_SIZE, DataRestarts(y), reinit_fraction=DEFAULT_REINIT,
+                          y_shape=tuple(y.shape[1:]), dtype=y.dtype, device=y.device)
+    return Sampled(num_steps=DEFAULT_NUM_STEPS, step_size=DEFAULT_STEP_FRACTION * scale**2,
+                   init="buffer", domain=box, reinit=DEFAULT_REINIT,
+                   buffer_size=DEFAULT_BUFFER_SIZE, buffer=buffer, metropolis=True)

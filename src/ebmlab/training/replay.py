@@ -10,7 +10,7 @@ from torch import Tensor
 from ebmlab._checks import check_fraction, check_generator, check_positive_int, check_tensor
 from ebmlab.domain import Box
 
-__all__ = ["ReplayBuffer"]
+__all__ = ["ReplayBuffer", "DataRestarts"]
 
 Init = Box | Callable[[int, torch.Generator | None], Tensor]
 
@@ -166,3 +166,36 @@ class ReplayBuffer:
         self.data.copy_(state["data"])
         self.position = state["position"].reshape(()).to(torch.long).clone()
         self.is_filled = state["is_filled"].reshape(()).to(torch.bool).clone()
+
+
+class DataRestarts:
+    r"""Restarts for a :class:`ReplayBuffer` drawn from the training data itself.
+
+    Called as ``init(num, generator)``, it returns ``num`` rows of ``data`` drawn uniformly
+    with replacement: chains restarted where the data is, so that every region the data
+    pushes down also gets fresh negatives (``default_negatives`` uses it).
+
+    Args:
+        data: the training answers (N, *y_shape), N >= 1.
+
+    Example:
+        >>> import torch, ebmlab as eb
+        >>> starts = eb.training.replay.DataRestarts(torch.arange(6.0).reshape(3, 2))
+        >>> starts(4, torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, data: Tensor) -> None:
+        data = check_tensor(data, "data").detach()
+        if data.ndim < 1 or data.shape[0] < 1:
+            raise ValueError(f"data must have at least one row; got shape {tuple(data.shape)}")
+        self.data = data
+        self.y_shape = tuple(data.shape[1:])
+
+    def __repr__(self) -> str:
+        return f"DataRestarts({self.data.shape[0]} rows)"
+
+    def __call__(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        index = torch.randint(self.data.shape[0], (num,), generator=generator,
+                              device=self.data.device)
+        return self.data[index]
