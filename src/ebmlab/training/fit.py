@@ -105,7 +105,8 @@ def fit(
     **Defaults.** A loss that needs negatives and gets ``negatives=None`` uses
     :func:`ebmlab.training.negatives.default_negatives` (persistent Metropolis-adjusted
     Langevin chains from a replay buffer, 5 % restarted at training points, inside the data's
-    bounding box, step set from the data's scale); NCE gets Gaussian noise fitted to the data (16 per point).
+    bounding box, step set from the data's scale); NCE gets Gaussian noise fitted to the data
+    (16 per point).
     ``contrastive_divergence`` gets :func:`default_regularizer` (``0.1 * energy_gap``) unless
     ``regularizer=None``. ``optimizer=None`` is Adam at lr 3e-3 with a cosine decay to 0 over
     ``num_steps`` (the endpoint of a constant rate swings by tenths of a nat, see
