@@ -152,23 +152,22 @@ class GaussianMixture(Energy):
         angles = torch.arange(num, dtype=torch.get_default_dtype()) * (2 * math.pi / num)
         return cls(radius * torch.stack([angles.cos(), angles.sin()], -1), scale)
 
-    def _component_terms(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _log_components(self, y: Tensor) -> Tensor:
+        """log w_k N(y; mu_k, sigma_k^2) per row and component, (B, K), in autograd."""
         inv_var = torch.exp(-2 * self.log_scales)  # (K, d)
         diff = y.unsqueeze(-2) - self.means  # (B, K, d)
         d = self.means.shape[1]
         log_w = torch.log_softmax(self.logits, 0)
-        log_comp = (
+        return (
             log_w
             - 0.5 * (diff * diff * inv_var).sum(-1)
             - self.log_scales.sum(-1)
             - 0.5 * d * math.log(2 * math.pi)
         )  # (B, K)
-        return log_comp, diff * inv_var
 
     def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
         _unconditional(self, x)
-        log_comp, _ = self._component_terms(y)
-        return -torch.logsumexp(log_comp, -1)
+        return -torch.logsumexp(self._log_components(y), -1)
 
     def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """Parameter-derived constants of the closed-form gradient, cached until a change.
