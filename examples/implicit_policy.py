@@ -19,12 +19,19 @@ from pathlib import Path
 import torch
 
 import ebmlab as eb
-from ebmlab.demo.implicit import GaussianRegressor, demonstrations, success_rate
+from ebmlab.demo.implicit import (
+    POLICY_DEMOS,
+    POLICY_OPTIONS,
+    GaussianRegressor,
+    demonstrations,
+    success_rate,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demos", type=int, default=200, help="oracle episodes to learn from")
+    parser.add_argument("--demos", type=int, default=POLICY_DEMOS,
+                        help="oracle episodes to learn from")
     parser.add_argument("--steps", type=int, default=3000, help="training steps of each policy")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes")
     parser.add_argument("--tolerance", type=float, default=0.05, help="goal radius, both")
@@ -41,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     implicit = eb.ImplicitRegressor(hidden_layer_sizes=hidden, max_iter=args.steps,
-                                    random_state=args.seed).fit(obs.numpy(), act.numpy())
+                                    random_state=args.seed, **POLICY_OPTIONS)
+    implicit.fit(obs.numpy(), act.numpy())
     fit_implicit = time.perf_counter() - start
     start = time.perf_counter()
     mse = GaussianRegressor(hidden, num_steps=args.steps, seed=args.seed).fit(obs, act)

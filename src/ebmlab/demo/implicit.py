@@ -24,7 +24,18 @@ __all__ = [
     "MixtureDensityNetwork",
     "demonstrations",
     "success_rate",
+    "POLICY_OPTIONS",
+    "POLICY_DEMOS",
 ]
+
+# The implicit policy of the example, the demo and the benchmark. Maximum likelihood with its
+# local proposals learns the target to a precision the InfoNCE policy's 64 counter-examples do
+# not resolve (seed 0, 100 demonstrations, 1,500 steps: success 0.46 against 0.32).
+POLICY_OPTIONS: dict = {"loss": "ml"}
+# Oracle episodes to learn from. Each episode brings one pair of goals; with 100 of them the
+# network sees 100 goal positions to copy and misses goal 1 in 30 % of the test episodes
+# (1,000: 12 %, success 0.46 -> 0.62). Demonstrations are cheap: the training steps stay.
+POLICY_DEMOS = 1000
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -179,7 +190,7 @@ def run(out: Path, quick: bool) -> list[str]:
     """Fit implicit, MSE and MDN models on four 1-D tasks; race implicit and MSE policies."""
     gen = torch.Generator().manual_seed(0)
     # Quick mode: small networks, 400 steps and a short inference (about 1 min of CPU at one
-    # thread). Full mode: the benchmark's budgets (1,500 steps; 100 demonstrations), minutes.
+    # thread). Full mode: the benchmark's budgets (1,500 steps; 1,000 demonstrations), minutes.
     steps, n = (400, 400) if quick else (1500, 2000)
     options = (
         {"hidden_layer_sizes": (32, 32), "n_counter_examples": 32, "n_starts": 8,
@@ -200,9 +211,10 @@ def run(out: Path, quick: bool) -> list[str]:
         lines.append(_regression_panel(ax, name, x, y, steps, options))
     eb.plot.save(fig, out / "implicit_modes.png")
 
-    episodes, policy_steps = (10, 120) if quick else (100, 1500)
+    episodes, policy_steps = (10, 120) if quick else (POLICY_DEMOS, 1500)
     obs, act = demonstrations(episodes, seed=0)
-    implicit = eb.ImplicitRegressor(max_iter=policy_steps, random_state=0, **options)
+    implicit = eb.ImplicitRegressor(max_iter=policy_steps, random_state=0,
+                                    **{**options, **POLICY_OPTIONS})
     implicit.fit(obs.numpy(), act.numpy())
     mse = GaussianRegressor(hidden, num_steps=policy_steps).fit(obs, act)
     num_eval = 10 if quick else 50
