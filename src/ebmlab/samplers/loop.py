@@ -174,7 +174,9 @@ def run_steps(
     (``draw_block``); a check that finds a chain non-finite flags that chain as divergent in
     every kept sample (and counts every step) since the previous check, so a NaN sample is
     never reported as valid (a non-finite Langevin chain stays non-finite). A compiled run
-    always uses the checking step (the check is fused into the compiled graph).
+    always uses the checking step (the check is fused into the compiled graph). A kernel
+    with ``has_lean_loop`` (Langevin without walls) runs in :func:`_run_lean`, which makes
+    the same moves with less work per step.
     """
     if fast is None and check_every > 1 and getattr(kernel, "has_lean_loop", False):
         return _run_lean(kernel, state, energy, x, num_steps, thin=thin, keep=keep,
