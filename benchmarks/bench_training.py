@@ -318,10 +318,18 @@ def run_density(args: argparse.Namespace, seconds: float) -> None:
         density += bench_density(name, sampler, log_density, seconds, args.method)
     if args.method:  # keep the rows of the methods not re-run, from the committed tables
         density = _merge(density, sets, args.method)
+    write_density(density, [n for n, _, _ in sets], seconds, per_set=bool(args.data))
+
+
+def write_density(
+    density: list[dict[str, object]], names: list[str], seconds: float, per_set: bool
+) -> None:
+    """Write the density table of the data sets ``names`` (one table each if ``per_set``)."""
+    sets = [(n, None, None) for n in names]
     best = {n: min(r["gap (nats)"] for r in density if r["data"] == n) for n, _, _ in sets}
     worst = {n: max(r["gap (nats)"] for r in density if r["data"] == n) for n, _, _ in sets}
     table = "training_density"
-    if args.data:  # one process per data set: one table each
+    if per_set:  # one process per data set: one table each
         table += "_" + "_".join(n.replace(" ", "").lower() for n, _, _ in sets)
     write(table, density,
           ["data", "method", "iterations", "test NLL", "entropy", "gap (nats)", "CPU seconds",
