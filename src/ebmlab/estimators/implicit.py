@@ -106,9 +106,8 @@ class ImplicitRegressor(RegressorMixin, BaseEstimator):
         inference_steps: solver steps per start.
         max_iter: training steps.
         batch_size: training pairs per step.
-        learning_rate: Adam's (initial) learning rate; ``"auto"``: 0.03 with ``loss="ml"``
-            (ds1, 1,500 steps, cosine, seed 0: NLL gap 0.072 at 0.01, 0.056 at 0.02, 0.048
-            at 0.03; ds2: 0.007 at 0.01, 0.009 at 0.02, 0.013 at 0.03), 3e-3 else.
+        learning_rate: Adam's (initial) rate; ``"auto"``: 0.03 with ``loss="ml"`` (1,500
+            steps, cosine: ds1 gap 0.072/0.048, ds2 0.007/0.013 at 0.01/0.03), 3e-3 else.
         learning_rate_schedule: ``"constant"``, ``"cosine"`` (decay to 0 over ``max_iter``
             steps) or ``"auto"``: cosine with ``loss="ml"`` (ds1 at 0.01: gap 0.10 -> 0.07),
             constant otherwise (cosine lost a branch of :math:`y = \pm\sqrt{x}` at 400
