@@ -16,7 +16,7 @@
 
 Budget: 5 seeds of ds1/ds2 (``--seeds``) and of the particle task (``--policy-seeds``),
 1,500 steps per regression model, 1,000 demonstrations / 1,500 steps per policy, at
-torch.set_num_threads(1): about 25 CPU-minutes; ``--jobs N`` runs N (data set, seed) units
+torch.set_num_threads(1): over an hour on 2 shared cores; ``--jobs N`` runs N (data set, seed) units
 side by side in processes of one thread each, and the table is rewritten after every
 finished unit. The table starts with the mean (and standard deviation) over seeds per model,
 then the rows of every seed.
