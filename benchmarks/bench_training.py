@@ -139,7 +139,7 @@ def _train(spec: dict[str, object], train: torch.Tensor, num_steps: int) -> torc
 
 
 PROBE_STEPS = 60  # timed steps per method (after a 5-step warm-up) that set its iterations
-RUN_STAMP = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # this process's rows' "run"
+RUN_STAMP = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())  # this process's rows' "run"
 
 
 def bench_density(
