@@ -82,7 +82,8 @@ def diffusion_recovery_likelihood(
             weights of nearby modes but leave the energy far from the data unconstrained:
             adding 0.4 helped at 15 s on the checkerboard (gap 0.63 -> 0.44 nats) and
             diverged at 60 s (energies far from the data fell, gaps > 1e7 on the checkerboard
-            and rings), levels of 0.6 diverged even at 15 s.
+            and rings), levels of 0.6 diverged even at 15 s. The default too diverges on
+            the checkerboard after ~2,800 steps (60 CPU-s): an open problem.
         num_steps: Langevin steps from the noisy point (0: :math:`\hat y = \tilde y`).
         step_size: the Langevin step in units of :math:`\sigma^2` (stable below 2).
         generator: random source of the levels, the noise and the chains.
