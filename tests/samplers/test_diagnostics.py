@@ -162,3 +162,14 @@ def test_mmd_is_zero_for_one_law_and_positive_for_two(generator):
     a, b = torch.randn(500, 2, generator=generator), torch.randn(500, 2, generator=generator)
     assert abs(float(eb.diagnostics.mmd(a, b))) < 0.01
     assert float(eb.diagnostics.mmd(a, b + 0.5)) > 0.05
+
+
+def test_a_nan_sample_gives_nan_diagnostics_for_its_coordinate_only(generator):
+    # A NaN used to get a finite rank (and a plausible R-hat); now its coordinate reads NaN
+    # and the other coordinate is untouched.
+    x = torch.randn(40, 4, 2, generator=generator, dtype=torch.float64)
+    clean_r_hat, clean_ess = eb.diagnostics.r_hat(x), eb.diagnostics.ess_bulk(x)
+    x[7, 2, 0] = float("nan")
+    r_hat, ess = eb.diagnostics.r_hat(x), eb.diagnostics.ess_bulk(x)
+    assert torch.isnan(r_hat[0]) and torch.isnan(ess[0])
+    assert r_hat[1] == clean_r_hat[1] and ess[1] == clean_ess[1]

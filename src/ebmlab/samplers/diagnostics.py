@@ -133,20 +133,34 @@ def _ess_core(x: Tensor) -> Tensor:
 
 
 def _ranks(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Average ranks (1-based) over all T * C values of each coordinate, and the sorted values."""
+    """Average ranks (1-based) over all T * C values of each coordinate, and the sorted values.
+
+    One sort: a run of equal values spans sorted positions lo..hi-1 and each gets the rank
+    (lo + hi + 1) / 2, found by a running max/min over the runs' ends (no binary search).
+    """
     flat = x.reshape(-1, x.shape[-1]).T.contiguous()  # (D, N)
-    ordered = flat.sort(1).values
-    lo = torch.searchsorted(ordered, flat, right=False)
-    hi = torch.searchsorted(ordered, flat, right=True)
-    rank = (lo + hi + 1).to(x.dtype) / 2.0
+    ordered, order = flat.sort(1)
+    n = ordered.shape[1]
+    pos = torch.arange(n, device=x.device).expand_as(ordered)
+    same = ordered[:, 1:] == ordered[:, :-1]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ~same
+    last = torch.ones_like(first)
+    last[:, :-1] = ~same
+    lo = torch.where(first, pos, 0).cummax(1).values
+    hi = torch.where(last, pos + 1, n).flip(1).cummin(1).values.flip(1)
+    ranked = (lo + hi + 1).to(x.dtype) / 2.0
+    rank = torch.empty_like(ranked).scatter_(1, order, ranked)
     return rank.T.reshape(x.shape), ordered
 
 
 def _z_scale(x: Tensor) -> Tensor:
-    """Rank-normalise (Blom's offset 3/8) and map through the normal quantile function."""
+    """Rank-normalise (Blom's offset 3/8) and map through the normal quantile function (NaN
+    where ``x`` is NaN, so a coordinate with a NaN sample gets NaN diagnostics)."""
     rank, _ = _ranks(x)
     size = x.shape[0] * x.shape[1]
-    return torch.special.ndtri((rank - 0.375) / (size - 0.75 + 1.0))
+    z = torch.special.ndtri((rank - 0.375) / (size - 0.75 + 1.0))
+    return z.masked_fill(x.isnan(), math.nan)
 
 
 def _median(x: Tensor) -> Tensor:
