@@ -12,8 +12,9 @@
 3. Issue 12: log Z of ManyWell-32 (16 independent pairs, log p = -x1^4 + 6 x1^2 + 0.5 x1 -
    x2^2 / 2; exact log Z = 164.6957 by 1-D quadrature, computed here with scipy) and of the
    10-D rotated Gaussian: error against energy evaluations (counted) and wall time for IS,
-   AIS with random-walk and with gradient (MALA) transitions, and the reverse-AIS bounds;
-   stderr coverage (|error| < 2 stderr) over 20 seeds.
+   AIS with random-walk and with gradient (MALA, HMC) transitions, and the reverse-AIS
+   bounds; stderr coverage (|error| < 2 stderr) over 20 seeds; on the Gaussian, AIS with
+   exact transitions (an oracle) as the reference of what the ladder allows.
 Usage: python benchmarks/bench_partition.py [--quick] [--only all|estimators|grid|issue12]
 [--seeds N]
 """
@@ -209,6 +210,33 @@ class Replicas(eb.Energy):
         return self.energy.energy_and_grad(y)
 
 
+class ExactGaussianTransition:
+    """An oracle AIS transition for a Gaussian target and the N(0, I) base: each step draws
+    a fresh exact sample of the tempered target (precision (1 - t) I + t beta P).
+
+    Not a method anyone could use on an unknown energy: it shows what the ladder itself
+    allows, the error of AIS with perfect mixing at every temperature.
+    """
+
+    beta = 1.0
+
+    def __init__(self, energy: eb.energies.Quadratic) -> None:
+        self.precision, self.mean = energy.precision.detach(), energy.mean.detach()
+
+    def init(self, y0: torch.Tensor, energy: eb.Energy, x: torch.Tensor | None = None):
+        return eb.samplers.State(y0, energy.forward(y0, x), torch.zeros_like(y0))
+
+    def step(self, state, energy, x=None, *, generator=None):
+        t, beta = energy.t, energy.beta
+        eye = torch.eye(self.precision.shape[0], dtype=self.precision.dtype)
+        prec = (1 - t) * eye + t * beta * self.precision
+        chol = torch.linalg.cholesky(prec)
+        mean = torch.linalg.solve(prec, t * beta * self.precision @ self.mean)
+        z = torch.randn(state.position.shape, generator=generator, dtype=prec.dtype)
+        y = torch.linalg.solve_triangular(chol.T, z.T, upper=True).T + mean
+        return eb.samplers.State(y, energy.forward(y, x), torch.zeros_like(y)), None
+
+
 def _replicates(estimator, counting, seeds: int, is_ais: bool):
     """(estimates, stderrs, lowers, uppers, evaluations per estimate) of ``seeds`` runs."""
     counting.n = 0
@@ -251,6 +279,21 @@ def issue12_rows() -> list[dict[str, object]]:
                                    kernel="random_walk", bidirectional=True)),
             ("AIS MALA 256x200", AIS(256, 200 // scale, base="gaussian", num_steps=2,
                                      bidirectional=True)),
+            ("AIS HMC(3) 256x67", AIS(256, 67 // scale, base="gaussian", num_steps=2,
+                                      kernel="hmc", bidirectional=True)),
+            # The other split of the same budget: 4x the chains, 1 step per temperature.
+            ("AIS RW 1024x100 1 step", AIS(1024, 100 // scale, base="gaussian",
+                                           kernel="random_walk", bidirectional=True)),
+            ("AIS MALA 1024x100 1 step", AIS(1024, 100 // scale, base="gaussian",
+                                             bidirectional=True)),
+            # Reference, not a usable method: exact draws of every tempered Gaussian.
+            ("AIS exact transitions 256x200", AIS(256, 200 // scale, base="gaussian",
+                                                  num_steps=2,
+                                                  kernel=ExactGaussianTransition(q10),
+                                                  bidirectional=True)),
+            ("AIS exact transitions 1024x100 1 step",
+             AIS(1024, 100 // scale, base="gaussian", kernel=ExactGaussianTransition(q10),
+                 bidirectional=True)),
         ]),
     }
     rows = []
@@ -299,7 +342,13 @@ def main_issue12() -> None:
                "rotated precision, eigenvalues 1..10, base N(0, I), 2 steps per "
                "temperature. AIS MALA is the default (gradient transitions preconditioned "
                "by the particle spread, step tuned per temperature in a pilot run); RW the "
-               "pilot-tuned random walk. lower/upper: the mean over seeds of the reverse-AIS "
+               "pilot-tuned random walk; HMC(3): kernel='hmc', 3 leapfrog steps, tuned "
+               "towards 65 %. '1 step': one transition per temperature (4x the chains, half "
+               "the ladder: the same budget split otherwise). 'exact transitions' is a "
+               "reference, not a usable method: each step draws an exact sample of the "
+               "tempered Gaussian (perfect mixing), the error the ladder and chain count "
+               "allow (its evaluations: F at the start and after every draw, no pilot). "
+               "lower/upper: the mean over seeds of the reverse-AIS "
                "bracket (mean forward log weight, minus mean reverse log weight; reverse "
                "chains from the forward chains resampled). coverage: share of seeds with "
                "|error| < 2 stderr (0.95 if honest). Targets: AIS gradient within 0.5 nats "
