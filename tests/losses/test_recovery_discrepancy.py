@@ -34,6 +34,7 @@ def test_recovery_langevin_step_is_on_the_conditional():
     q = _quadratic()
     y = torch.zeros(3, 2, dtype=torch.float64)
     got = losses.diffusion_recovery_likelihood(q, y, sigmas=(0.2,), num_steps=1, step_size=0.5,
+                                               metropolis=False,
                                                generator=torch.Generator().manual_seed(2),
                                                reduction="none")
     g = torch.Generator().manual_seed(2)
@@ -45,6 +46,53 @@ def test_recovery_langevin_step_is_on_the_conditional():
     y_1 = y_t - h * grad + math.sqrt(2 * h) * torch.randn(3, 2, generator=g,
                                                           dtype=torch.float64)
     torch.testing.assert_close(got, (q(y) - q(y_1)).detach())
+
+
+def test_recovery_metropolis_step_accepts_by_the_mala_ratio():
+    q = _quadratic()
+    y = torch.zeros(64, 2, dtype=torch.float64)
+    sigma, step_size = 0.3, 1.5  # a large step: about half the proposals are rejected
+    got = losses.diffusion_recovery_likelihood(q, y, sigmas=(sigma,), num_steps=1,
+                                               step_size=step_size,
+                                               generator=torch.Generator().manual_seed(5),
+                                               reduction="none")
+    g = torch.Generator().manual_seed(5)  # levels, noise, then per step: randn, then rand
+    torch.randint(1, (64,), generator=g)
+    y_t = y + sigma * torch.randn(64, 2, generator=g, dtype=torch.float64)
+    xi = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    coin = torch.rand(64, generator=g, dtype=torch.float64)
+    h = step_size * sigma**2
+    mean = torch.tensor([0.5, -0.5], dtype=torch.float64)
+    prec = torch.tensor([2.0, 1.0], dtype=torch.float64)
+
+    def u(z):  # the conditional's energy F(z) + |z - y_t|^2 / (2 sigma^2)
+        return 0.5 * ((z - mean) ** 2 * prec).sum(-1) + ((z - y_t) ** 2).sum(-1) / (2 * sigma**2)
+
+    def grad_u(z):
+        return (z - mean) * prec + (z - y_t) / sigma**2
+
+    prop = y_t - h * grad_u(y_t) + math.sqrt(2 * h) * xi
+    log_q_fwd = -((prop - y_t + h * grad_u(y_t)) ** 2).sum(-1) / (4 * h)
+    log_q_back = -((y_t - prop + h * grad_u(prop)) ** 2).sum(-1) / (4 * h)
+    accept = coin.log() < u(y_t) - u(prop) + log_q_back - log_q_fwd
+    assert 0 < int(accept.sum()) < 64  # both branches are exercised
+    y_1 = torch.where(accept.unsqueeze(-1), prop, y_t)
+    torch.testing.assert_close(got, (q(y) - q(y_1)).detach())
+
+
+def test_recovery_metropolis_samples_the_conditional():
+    # F = |y|^2 / 2 at y = 0: y_t ~ N(0, s^2 I) and the conditional is N(y_t / (1 + s^2),
+    # s^2 / (1 + s^2) I), so E y_hat_i^2 = s^2 / (1 + s^2)^2 + s^2 / (1 + s^2) per coordinate.
+    q = eb.energies.Quadratic(torch.eye(2, dtype=torch.float64))
+    s2 = 0.25
+    want = -(s2 / (1 + s2) ** 2 + s2 / (1 + s2))  # -E|y_hat|^2 / 2 over 2 coordinates
+    y = torch.zeros(20000, 2, dtype=torch.float64)
+    for metropolis, close in ((True, True), (False, False)):
+        got = losses.diffusion_recovery_likelihood(q, y, sigmas=(0.5,), num_steps=30,
+                                                   step_size=0.5, metropolis=metropolis,
+                                                   generator=torch.Generator().manual_seed(6))
+        # unadjusted steps of 0.5 sigma^2 are biased (too wide); the adjusted ones are exact
+        assert (abs(float(got) - want) < 0.02) is close
 
 
 def test_energy_discrepancy_matches_its_formula():
@@ -84,6 +132,8 @@ def test_new_losses_train_through_fit(loss):
     torch.manual_seed(0)
     model = eb.energies.Quadratic(torch.eye(1) * 0.5, mean=[0.0])
     y = 1.0 + 0.5 * torch.randn(1000, 1, generator=torch.Generator().manual_seed(0))
-    eb.fit(model, y, loss, optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
-           num_steps=150, batch_size=500, progress=False)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    # decayed to 0: the stochastic losses' last steps at lr 0.05 swing the mean by ~0.1
+    eb.fit(model, y, loss, optimizer=opt, scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, 150), num_steps=150, batch_size=500, progress=False)
     assert abs(float(model.mean.detach()) - 1.0) < 0.1

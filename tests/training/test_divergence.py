@@ -99,3 +99,33 @@ def test_bad_on_divergence_is_refused():
     with pytest.raises(ValueError, match="on_divergence"):
         eb.fit(SqrtEnergy(1.0), torch.randn(8, 2), "energy_loss", num_steps=1,
                on_divergence="retry")
+
+
+def _runaway_recovery_likelihood(on_divergence):
+    """Unadjusted recovery Langevin at 1.9 sigma^2 (the edge of stability) on a checkerboard:
+    the chains' energies run away (the loss, minus their gap to the data, falls ~3x every 5
+    steps to -2e5 by step 100) while the loss stays finite and there is no energy gap to see."""
+    torch.manual_seed(0)
+    model = eb.energies.MLPEnergy(2, hidden=(32, 32))
+    data = eb.data.checkerboard(512, generator=torch.Generator().manual_seed(0))
+    return eb.fit(model, data, "diffusion_recovery_likelihood",
+                  loss_options={"metropolis": False, "step_size": 1.9},
+                  optimizer=torch.optim.Adam(model.parameters(), lr=0.01), num_steps=100,
+                  batch_size=64, log_every=5, progress=False, on_divergence=on_divergence)
+
+
+def test_runaway_without_negatives_is_seen_by_the_gradient_norm_and_rolled_back():
+    hist = _runaway_recovery_likelihood("rollback")
+    assert "gap" not in hist.columns  # nothing for the energy-gap check to see
+    assert len(hist.rollbacks) >= 1
+    first = hist.rollbacks[0]
+    assert "gradient norm" in first["reason"] and first["restored"] < first["step"] <= 70
+    assert first["lr"] == pytest.approx(0.005)
+    assert hist.final_step == 100 and hist["rollbacks"][-1] == len(hist.rollbacks)
+    ignored = _runaway_recovery_likelihood("ignore")  # the same run without the checks
+    assert not ignored.rollbacks and abs(ignored["loss"][-1]) > 10 * abs(hist["loss"][-1])
+
+
+def test_runaway_without_negatives_raises_in_raise_mode():
+    with pytest.raises(DivergenceError, match="gradient norm"):
+        _runaway_recovery_likelihood("raise")

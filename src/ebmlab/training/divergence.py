@@ -22,6 +22,8 @@ __all__ = [
     "ROLLBACK_LR_FACTOR",
     "KEPT_STATES",
     "MAX_ENERGY_GAP",
+    "GRAD_NORM_JUMP",
+    "GRAD_NORM_MIN_INTERVALS",
     "GoodState",
     "DivergenceGuard",
 ]
@@ -33,6 +35,12 @@ MAX_ROLLBACKS = 5  # consecutive rollbacks (no progress past the divergence) bef
 ROLLBACK_LR_FACTOR = 0.5  # each rollback multiplies the learning rate (and the scheduler's) by it
 KEPT_STATES = 4  # good states kept in memory (one per logging point) to roll back to
 MAX_ENERGY_GAP = 1e4  # |mean E(negatives) - mean E(data)| past this is a divergence
+# An interval whose largest gradient norm is a new high of the run and past GRAD_NORM_JUMP
+# times the median of the earlier intervals' (since the start or the resume; at least
+# GRAD_NORM_MIN_INTERVALS of them) is a divergence: the check that also sees the losses without
+# negatives (no energy gap), e.g. a recovery likelihood whose Langevin chains blew up.
+GRAD_NORM_JUMP = 100.0
+GRAD_NORM_MIN_INTERVALS = 4
 
 @dataclass
 class GoodState:
@@ -47,6 +55,7 @@ class GoodState:
     torch_rng: Tensor
     num_records: int
     scale: float  # the learning-rate scale of the rollbacks made before this state
+    num_grad_peaks: int  # how many intervals' largest gradient norms were kept before it
 
 
 @dataclass
@@ -69,6 +78,8 @@ class DivergenceGuard:
     streak: int = 0  # rollbacks since training last got past the step that diverged
     bad_step: int = -1
     checks: bool = field(init=False)
+    peak: Tensor | None = None  # the largest gradient norm since the last logging point
+    grad_peaks: list[float] = field(default_factory=list)  # each interval's largest norm
 
     def __post_init__(self) -> None:
         self.checks = self.mode != "ignore"
@@ -78,16 +89,23 @@ class DivergenceGuard:
         grads = [p.grad for p in params if p.grad is not None]
         total = row[0] + row[1] + (row[2] if has_neg else 0.0)
         if grads:
-            total = total + torch.nn.utils.get_total_norm(grads, foreach=True)
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            total = total + norm
+            if self.checks:  # kept on the device, read at the logging point
+                self.peak = norm.detach() if self.peak is None else torch.maximum(
+                    self.peak, norm.detach())
         bad = (~torch.isfinite(total)).to(row.dtype)
         if self.world > 1:
             bad = distributed.all_reduce_mean(bad)  # every rank takes the same decision
         return not bool(bad)
 
     def check_interval(self, record: dict[str, float], params: list[nn.Parameter]) -> str | None:
-        """At a logging point: finite parameters and a bounded energy gap, or the reason."""
+        """At a logging point: finite parameters, a bounded energy gap and no jump of the
+        gradient norm (``GRAD_NORM_JUMP``), or the reason."""
         if not self.checks:
             return None
+        peak = math.nan if self.peak is None else float(self.peak)
+        self.peak = None  # (the same on every rank: DistributedDataParallel averages gradients)
         tensors = [p.detach() for p in params] + [
             b for b in self.energy.buffers() if b.is_floating_point()
         ]
@@ -96,6 +114,15 @@ class DivergenceGuard:
         gap = record.get("gap", math.nan)
         if math.isfinite(gap) and abs(gap) > MAX_ENERGY_GAP:
             return f"an energy gap of {gap:.4g} (past {MAX_ENERGY_GAP:g})"
+        peaks = self.grad_peaks
+        if len(peaks) >= GRAD_NORM_MIN_INTERVALS and peak > max(peaks):
+            median = sorted(peaks)[len(peaks) // 2]
+            if peak > GRAD_NORM_JUMP * median:
+                return (f"a gradient norm of {peak:.4g}, {peak / median:.3g} times the median "
+                        f"of the {len(peaks)} earlier logging intervals' (past "
+                        f"{GRAD_NORM_JUMP:g})")
+        if math.isfinite(peak):
+            peaks.append(peak)
         return None
 
     def keep(self, step: int) -> None:
@@ -115,6 +142,7 @@ class DivergenceGuard:
             torch_rng=torch.get_rng_state(),
             num_records=len(self.history.records),
             scale=self.scale,
+            num_grad_peaks=len(self.grad_peaks),
         ))
 
     def diverged(self, step: int, reason: str, last_checkpoint: Path | None, bar: Any) -> int:
@@ -149,6 +177,8 @@ class DivergenceGuard:
         if self.streak > 1 and len(self.goods) > 1:
             self.goods.pop()
         good = self.goods[-1]
+        self.peak = None
+        del self.grad_peaks[good.num_grad_peaks:]
         self.scale *= ROLLBACK_LR_FACTOR
         factor = self.scale / good.scale
         self.energy.load_state_dict(good.model)
