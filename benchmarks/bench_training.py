@@ -11,8 +11,9 @@
    one thread, measured by the process clock so that other load on a shared machine does not
    shrink the budget (iterations from a timed 60-step probe after a warm-up, denormals flushed
    so that a step costs the same all run; the CPU seconds column is the measured time, and the
-   "run" column says when each row was made: ``--method`` merges rows). The four data sets
-   can run in parallel processes (``--data``; each writes its own table).
+   "run" column says when and from which commit each row was made: ``--method`` merges rows;
+   "rollbacks" counts eb.fit's divergence rollbacks). The four data sets can run in parallel
+   processes (``--data``; each writes its own table).
    Targets: best within 0.10 nats on every data set, every method within 0.35.
 3. Overhead: eb.fit against a hand-written PyTorch loop doing the same CD-10 steps (same model,
    batches, Langevin updates and optimiser), at 1 and 2 threads. Target: <= 1.05x.
@@ -29,6 +30,7 @@ import io
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -129,17 +131,36 @@ def _methods() -> dict[str, dict[str, object]]:
     }
 
 
-def _train(spec: dict[str, object], train: torch.Tensor, num_steps: int) -> torch.nn.Module:
+def _train(
+    spec: dict[str, object], train: torch.Tensor, num_steps: int
+) -> tuple[torch.nn.Module, eb.training.History]:
     torch.manual_seed(0)
     model = eb.energies.MLPEnergy(2, hidden=HIDDEN)
     negatives = spec["negatives"]() if "negatives" in spec else None
-    eb.fit(model, train, spec["loss"], negatives=negatives, loss_options=spec.get("loss_options"),
-           num_steps=num_steps, batch_size=256, progress=False, seed=0)
-    return model
+    history = eb.fit(model, train, spec["loss"], negatives=negatives,
+                     loss_options=spec.get("loss_options"), num_steps=num_steps, batch_size=256,
+                     progress=False, seed=0)
+    return model, history
 
 
 PROBE_STEPS = 60  # timed steps per method (after a 5-step warm-up) that set its iterations
-RUN_STAMP = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())  # this process's rows' "run"
+
+
+def _code_version() -> str:
+    """The commit the benchmark ran from, and whether the library or benchmarks had changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "code: unknown commit"
+    return f"code {head}" + (" + uncommitted changes" if dirty.strip() else "")
+
+
+# this process's rows' "run": when it started and from which code
+RUN_STAMP = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()) + ", " + _code_version()
 
 
 def bench_density(
@@ -159,14 +180,16 @@ def bench_density(
         per_step = (time.process_time() - start) / PROBE_STEPS
         iterations = max(20, int(seconds / per_step))
         start = time.process_time()
-        model = _train(spec, train, iterations)
+        model, history = _train(spec, train, iterations)
         elapsed = time.process_time() - start
         nll = test_nll(model, test)
         rows.append({"data": name, "method": method, "iterations": iterations,
                      "test NLL": nll, "entropy": entropy, "gap (nats)": nll - entropy,
-                     "CPU seconds": elapsed, "run": RUN_STAMP})
+                     "CPU seconds": elapsed, "rollbacks": len(history.rollbacks),
+                     "run": RUN_STAMP})
         print(f"  {name:12s} {method:30s} {iterations:5d} it  NLL {nll:.3f}  H {entropy:.3f}  "
-              f"gap {nll - entropy:.3f}  {elapsed:.1f} s", flush=True)
+              f"gap {nll - entropy:.3f}  {elapsed:.1f} s  {len(history.rollbacks)} rollbacks",
+              flush=True)
     return rows
 
 
@@ -333,14 +356,15 @@ def write_density(
         table += "_" + "_".join(n.replace(" ", "").lower() for n, _, _ in sets)
     write(table, density,
           ["data", "method", "iterations", "test NLL", "entropy", "gap (nats)", "CPU seconds",
-           "run"],
+           "rollbacks", "run"],
           notes=f"MLP 2-128-128-128-1 (SiLU), batch 256, library defaults (Adam 3e-3 with a "
                 "cosine decay to 0 over the run, default negatives and regulariser), "
                 f"{seconds:g} s of CPU time per method at 1 thread (process clock, so the "
                 "shared machine's load does not change the budget; iterations from a timed "
                 f"{PROBE_STEPS}-step probe after a warm-up, denormal floats flushed to zero so "
                 "that a step costs the same all run; CPU seconds is the measured time of the "
-                "run); log Z by "
+                "run; rollbacks: eb.fit's divergence rollbacks in the run, blank for rows made "
+                "before the column); log Z by "
                 "midpoint quadrature on a 300x300 grid over [-4.5, 4.5]^2; entropy = mean "
                 "-log p of the 20,000 test points under the true law (two moons: the law by "
                 "quadrature over t). Best gap per data set: "
