@@ -20,6 +20,7 @@ __all__ = [
     "R_HAT_LIMIT",
     "ESS_LIMIT",
     "STUCK_ACCEPTANCE",
+    "SUMMARY_CHAINS",
 ]
 
 # The thresholds of the end-of-run SamplerWarning (Vehtari et al. 2021's recommendations).
@@ -27,6 +28,9 @@ R_HAT_LIMIT = 1.01
 ESS_LIMIT = 100.0
 # A chain whose mean acceptance over the last adaptation window is below this is stuck.
 STUCK_ACCEPTANCE = 0.01
+# Chain.summary (and so the end-of-run warning) computes R-hat and ESS on at most this many
+# chains, evenly spaced (see Chain.summary).
+SUMMARY_CHAINS = 1024
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,27 @@ class Chain:
         Keys: ``num_samples``, ``num_chains``, ``step_size``, ``acceptance_rate`` (mean),
         ``num_divergent`` (total over the sampling steps), ``ess_min`` and ``ess_mean`` (bulk
         ESS over coordinates), ``ess_bulk_min``, ``ess_tail_min``, ``r_hat_max``
-        (rank-normalised; NaN with fewer than 4 samples per chain), ``mcse_max`` (of the
-        mean), ``num_reinitialised``, ``num_stuck`` (at the end of burn-in) and
-        ``num_stuck_sampling`` (chains that barely moved while sampling, see
-        :meth:`stuck_chains`).
+        (rank-normalised), ``mcse_max`` (of the mean), ``num_reinitialised``, ``num_stuck``
+        (at the end of burn-in) and ``num_stuck_sampling`` (chains that barely moved while
+        sampling, see :meth:`stuck_chains`).
+
+        R-hat, the ESS and the MCSE are undefined with fewer than 4 samples per chain: they
+        are NaN then (and the end-of-run warning does not report them). With more than
+        ``SUMMARY_CHAINS`` = 1,024 chains they are computed on 1,024 of them, evenly spaced
+        (chains ``i * num_chains // 1024``: the same subset every time), and the ESS figures
+        are scaled to all the chains (:func:`ebmlab.diagnostics.rank_diagnostics` with
+        ``max_chains=1024``): 1,024 chains pin R-hat down far more tightly than the 4 it is
+        usually computed on, and the checks stay a small fraction of a short run at 10,000
+        chains. The stuck-chain and divergence counts use every chain. For the figures over
+        all chains call :func:`ebmlab.diagnostics.r_hat` and friends on ``samples``.
 
         Raises:
             ValueError: for a chain without samples or chains.
         """
+        return self._checks()[0]
+
+    def _checks(self) -> tuple[dict[str, float], Tensor]:
+        """The summary and the indices of the chains stuck while sampling (computed once)."""
         flat = self.samples.flatten(2)
         if flat.shape[0] == 0 or flat.shape[1] == 0:
             raise ValueError(
@@ -87,10 +104,8 @@ class Chain:
                 f"{tuple(self.samples.shape)}"
             )
         if flat.shape[0] >= 4:
-            bulk = diagnostics.ess_bulk(flat)
-            tail = diagnostics.ess_tail(flat)
-            r_hat = diagnostics.r_hat(flat)
-            mcse = diagnostics.mcse(flat)
+            d = diagnostics.rank_diagnostics(flat, max_chains=SUMMARY_CHAINS)
+            bulk, tail, r_hat, mcse = d.ess_bulk, d.ess_tail, d.r_hat, d.mcse
         else:
             bulk = tail = r_hat = mcse = torch.full(flat.shape[2:], math.nan)
         info = self.info
@@ -99,6 +114,7 @@ class Chain:
         if divergent is None:
             divergent = (diagnostics.num_divergent(info) if hasattr(info, "is_divergent")
                          else torch.zeros(()))
+        frozen = self.stuck_chains()
         return {
             "num_samples": float(flat.shape[0]),
             "num_chains": float(flat.shape[1]),
@@ -113,8 +129,8 @@ class Chain:
             "mcse_max": _nan_max(mcse),
             "num_reinitialised": float(self.num_reinitialised),
             "num_stuck": float(self.num_stuck),
-            "num_stuck_sampling": float(self.stuck_chains().numel()),
-        }
+            "num_stuck_sampling": float(frozen.numel()),
+        }, frozen
 
     def stuck_chains(self) -> Tensor:
         """Return the indices of the chains that barely moved while sampling.
@@ -148,7 +164,7 @@ def stack_info(infos: list[Any]) -> Any:
 
 def warn_if_troubled(chain: Chain, stacklevel: int = 3) -> None:
     """Issue one SamplerWarning naming every figure out of bounds (silent when healthy)."""
-    s = chain.summary()
+    s, frozen = chain._checks()
     problems, advice = [], []
     if s["num_divergent"] > 0:
         chains = int((chain.num_divergent > 0).sum()) if chain.num_divergent is not None else 0
@@ -171,7 +187,6 @@ def warn_if_troubled(chain: Chain, stacklevel: int = 3) -> None:
             f"({int(s['num_reinitialised'])} re-initialised from healthy chains)"
         )
         advice.append("a longer burn_in or starting points nearer the mass")
-    frozen = chain.stuck_chains()
     if frozen.numel():
         shown = ", ".join(str(i) for i in frozen[:10].tolist())
         more = f" and {frozen.numel() - 10} more" if frozen.numel() > 10 else ""

@@ -8,13 +8,24 @@ tests compare with ``arviz`` to 1e-6 on the same arrays).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-# KSD and MMD live in samplers/discrepancy.py; eb.diagnostics.ksd / .mmd stay here.
+# KSD and MMD live in samplers/discrepancy.py, the movement checks in samplers/movement.py;
+# eb.diagnostics.ksd, .mmd, .stuck_chains, ... stay here.
 from ebmlab.samplers.discrepancy import ksd, mmd
+from ebmlab.samplers.movement import STUCK_SPREAD, relative_spread, stuck_chains
+from ebmlab.samplers.movement import check_samples as _check_samples
+from ebmlab.samplers.ranks import (
+    blom_scores,
+    folded_sort,
+    median_of_sorted,
+    normal_scores,
+    sort_rows,
+    sorted_values,
+)
 
 __all__ = [
     "autocorrelation",
@@ -24,6 +35,8 @@ __all__ = [
     "ess_mean",
     "mcse",
     "r_hat",
+    "rank_diagnostics",
+    "RankDiagnostics",
     "ksd",
     "mmd",
     "acceptance_rate",
@@ -32,23 +45,6 @@ __all__ = [
     "stuck_chains",
     "STUCK_SPREAD",
 ]
-
-# A chain whose relative_spread is below this barely moves next to the median chain.
-STUCK_SPREAD = 0.01
-
-
-def _check_samples(samples: object, min_steps: int = 2) -> Tensor:
-    if not isinstance(samples, Tensor) or not samples.is_floating_point():
-        raise TypeError(f"samples must be a floating tensor (T, chains, ...); got {samples!r:.60}")
-    if samples.ndim < 2 or samples.shape[0] < min_steps:
-        raise ValueError(
-            f"samples must have shape (T, chains, ...) with T >= {min_steps}; "
-            f"got {tuple(samples.shape)}"
-        )
-    if samples.shape[1] == 0:
-        raise ValueError(f"samples must have at least one chain; got shape {tuple(samples.shape)}")
-    return samples
-
 
 def _autocovariance(samples: Tensor) -> Tensor:
     # FFT of the zero-padded, centred series: O(T log T) per chain and coordinate.
@@ -83,92 +79,99 @@ def autocorrelation(samples: Tensor, max_lag: int | None = None) -> Tensor:
     return rho if max_lag is None else rho[: max_lag + 1]
 
 
-def _split(samples: Tensor) -> Tensor:
-    # (T, C, ...) -> (T // 2, 2C, ...): the two halves of each chain become separate chains.
-    half = samples.shape[0] // 2
-    return torch.cat([samples[:half], samples[samples.shape[0] - half :]], 1)
+def _split(x: Tensor) -> Tensor:
+    # (D, C, T) -> (D, 2C, T // 2): the two halves of each chain become separate chains.
+    half = x.shape[2] // 2
+    return torch.cat([x[..., :half], x[..., x.shape[2] - half :]], 1)
 
 
 def _flat(samples: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """(T, C, *shape) -> (T, C, D) in float64 and ``shape``."""
+    """(T, C, *shape) -> (D, C, T), contiguous float64 (each chain's draws one row), and
+    ``shape``: every reduction below runs along contiguous memory."""
     shape = tuple(samples.shape[2:])
-    return samples.reshape(samples.shape[0], samples.shape[1], -1).double(), shape
+    x = samples.detach().reshape(samples.shape[0], samples.shape[1], -1).permute(2, 1, 0)
+    return x.to(torch.float64, memory_format=torch.contiguous_format), shape
+
+
+def _mean_autocovariance(x: Tensor) -> Tensor:
+    """The chains' (biased) autocovariances averaged over the chains: (D, m, n) -> (D, n).
+
+    Short chains (n <= 64): the Gram matrix over time of the centred chains (one matrix
+    product per coordinate) summed along its diagonals; longer ones: one FFT, the power
+    spectra summed over the chains before the inverse FFT. Equal to the mean of
+    :func:`autocorrelation`'s autocovariances to float rounding.
+    """
+    d, m, n = x.shape
+    centred = x - x.mean(2, keepdim=True)
+    if n <= 64:
+        gram = centred.transpose(1, 2) @ centred  # (D, n, n)
+        # Row t shifted left by t: skew[:, t, k] = gram[:, t, t + k] (zero past the end).
+        flat = torch.nn.functional.pad(gram, (0, n)).reshape(d, -1)
+        skew = torch.nn.functional.pad(flat, (0, n)).reshape(d, n, 2 * n + 1)[:, :, :n]
+        return skew.sum(1) / (n * m)
+    size = 1 << (2 * n - 1).bit_length()
+    f = torch.fft.rfft(centred, n=size, dim=-1)  # (D, m, F)
+    power = (f.real.square() + f.imag.square()).sum(1)  # (D, F)
+    return torch.fft.irfft(power.to(f.dtype), n=size, dim=-1)[:, :n] / (n * m)
 
 
 def _ess_core(x: Tensor) -> Tensor:
-    """ESS of (n, m, D) chains (already split), per coordinate: Geyer's initial monotone
+    """ESS of (D, m, n) chains (already split), per coordinate: Geyer's initial monotone
     sequence exactly as Stan and ArviZ truncate it (vectorised over coordinates)."""
-    n, m = x.shape[0], x.shape[1]
-    acov = _autocovariance(x)  # (n, m, D)
-    mean_var = acov[0].mean(0) * n / (n - 1.0)
+    m, n = x.shape[1], x.shape[2]
+    acov = _mean_autocovariance(x)  # (D, n)
+    mean_var = acov[:, 0] * n / (n - 1.0)
     var_plus = mean_var * (n - 1.0) / n
     if m > 1:
-        var_plus = var_plus + x.mean(0).var(0)
-    rho = 1.0 - (mean_var - acov.mean(1)) / var_plus  # (n, D)
-    rho[0] = 1.0
+        var_plus = var_plus + x.mean(2).var(1)
+    rho = 1.0 - (mean_var.unsqueeze(1) - acov) / var_plus.unsqueeze(1)  # (D, n)
+    rho[:, 0] = 1.0
     # Pairs P_k = rho_2k + rho_2k+1 for k = 0..M, M = floor((n - 3) / 2) pairs after the first.
     big_m = max((n - 3) // 2, 0)
-    idx = torch.arange(big_m + 1)
-    even = rho[2 * idx]
-    odd = rho[(2 * idx + 1).clamp(max=n - 1)]
-    pairs = even + odd  # (M + 1, D)
+    idx = torch.arange(big_m + 1, device=x.device)
+    even = rho[:, 2 * idx]
+    odd = rho[:, (2 * idx + 1).clamp(max=n - 1)]
+    pairs = even + odd  # (D, M + 1)
     # K = the first k in 1..M with P_k <= 0 (M + 1 if none).
-    k = torch.arange(big_m + 1, dtype=torch.long).unsqueeze(1).expand_as(pairs)
+    k = idx.unsqueeze(0).expand_as(pairs)
     stop = (pairs <= 0) & (k >= 1)
-    first = torch.where(stop, k, torch.full_like(k, big_m + 1)).min(0).values  # (D,)
+    first = torch.where(stop, k, big_m + 1).amin(1)  # (D,)
     limited = first > big_m
-    count = torch.where(limited, torch.full_like(first, big_m), first)  # pairs summed
-    monotone = torch.cummin(pairs, 0).values
-    summed = torch.where(k < count.unsqueeze(0), monotone, torch.zeros_like(monotone)).sum(0)
-    last_even = even.gather(0, count.clamp(max=big_m).unsqueeze(0))[0]
+    count = torch.where(limited, big_m, first)  # pairs summed
+    monotone = torch.cummin(pairs, 1).values
+    summed = torch.where(k < count.unsqueeze(1), monotone, 0.0).sum(1)
+    last_even = even.gather(1, count.clamp(max=big_m).unsqueeze(1))[:, 0]
     extra = torch.where(limited, last_even, last_even.clamp(min=0.0))
     tau = -1.0 + 2.0 * summed + extra
     total = float(n * m)
     tau = tau.clamp(min=1.0 / math.log10(total)) if total > 1 else tau
     out = total / tau
-    out = torch.where(torch.isnan(rho).any(0), torch.nan, out)
-    constant = (x.amax((0, 1)) - x.amin((0, 1))) < torch.finfo(torch.float64).resolution
-    out = torch.where(constant, torch.full_like(out, total), out)
-    return torch.where(torch.isnan(x).any(0).any(0), torch.nan, out)
-
-
-def _ranks(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Average ranks (1-based) over all T * C values of each coordinate, and the sorted values.
-
-    One sort: a run of equal values spans sorted positions lo..hi-1 and each gets the rank
-    (lo + hi + 1) / 2, found by a running max/min over the runs' ends (no binary search).
-    """
-    flat = x.reshape(-1, x.shape[-1]).T.contiguous()  # (D, N)
-    ordered, order = flat.sort(1)
-    n = ordered.shape[1]
-    pos = torch.arange(n, device=x.device).expand_as(ordered)
-    same = ordered[:, 1:] == ordered[:, :-1]
-    first = torch.ones_like(ordered, dtype=torch.bool)
-    first[:, 1:] = ~same
-    last = torch.ones_like(first)
-    last[:, :-1] = ~same
-    lo = torch.where(first, pos, 0).cummax(1).values
-    hi = torch.where(last, pos + 1, n).flip(1).cummin(1).values.flip(1)
-    ranked = (lo + hi + 1).to(x.dtype) / 2.0
-    rank = torch.empty_like(ranked).scatter_(1, order, ranked)
-    return rank.T.reshape(x.shape), ordered
+    out = torch.where(torch.isnan(rho).any(1), torch.nan, out)
+    flat = x.reshape(x.shape[0], -1)
+    constant = (flat.amax(1) - flat.amin(1)) < torch.finfo(torch.float64).resolution
+    out = torch.where(constant, total, out)
+    return torch.where(flat.isnan().any(1), torch.nan, out)
 
 
 def _z_scale(x: Tensor) -> Tensor:
-    """Rank-normalise (Blom's offset 3/8) and map through the normal quantile function (NaN
-    where ``x`` is NaN, so a coordinate with a NaN sample gets NaN diagnostics)."""
-    rank, _ = _ranks(x)
-    size = x.shape[0] * x.shape[1]
-    z = torch.special.ndtri((rank - 0.375) / (size - 0.75 + 1.0))
-    return z.masked_fill(x.isnan(), math.nan)
+    """Rank-normalise (average ranks over all values of a coordinate, Blom's offset 3/8) and
+    map through the normal quantile function; NaN where ``x`` is NaN (so a coordinate with a
+    NaN sample gets NaN diagnostics)."""
+    return normal_scores(*sort_rows(x.reshape(x.shape[0], -1))).reshape(x.shape)
 
 
-def _median(x: Tensor) -> Tensor:
-    ordered = x.reshape(-1, x.shape[-1]).T.sort(1).values
-    n = ordered.shape[1]
-    if n % 2:
-        return ordered[:, n // 2]
-    return (ordered[:, n // 2 - 1] + ordered[:, n // 2]) / 2.0  # numpy's rounding
+def _rank_r_hat(split: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rank-normalised R-hat of split chains (D, m, n), the bulk z-scores and the sorted rows.
+
+    One sort serves the bulk z-scores (shared with the bulk ESS), the median and, by a merge,
+    the ranks of the folded values.
+    """
+    ordered, order = sort_rows(split.reshape(split.shape[0], -1))
+    table = blom_scores(ordered.shape[1], ordered.dtype, ordered.device)
+    z = normal_scores(ordered, order, table).reshape(split.shape)
+    folded = folded_sort(ordered, order, median_of_sorted(ordered))
+    z_folded = normal_scores(*folded, table).reshape(split.shape)
+    return torch.maximum(_r_hat_core(z), _r_hat_core(z_folded)), z, ordered
 
 
 def _quantile(ordered: Tensor, q: float) -> Tensor:
@@ -181,11 +184,20 @@ def _quantile(ordered: Tensor, q: float) -> Tensor:
 
 
 def _r_hat_core(x: Tensor) -> Tensor:
-    """Classic R-hat of (n, m, D) chains (already split)."""
-    n = x.shape[0]
-    within = x.var(0).mean(0)
-    between = n * x.mean(0).var(0)
+    """Classic R-hat of (D, m, n) chains (already split)."""
+    n = x.shape[2]
+    within = x.var(2).mean(1)
+    between = n * x.mean(2).var(1)
     return ((between / within + n - 1) / n).sqrt()
+
+
+def _sorted_draws(x: Tensor) -> Tensor:
+    return sorted_values(x.reshape(x.shape[0], -1))
+
+
+def _indicators(split: Tensor, ordered: Tensor, prob: tuple[float, ...]) -> list[Tensor]:
+    # I(y <= q_p) for the type-7 quantiles q_p of all draws (sorted rows ``ordered``).
+    return [(split <= _quantile(ordered, p)[:, None, None]).to(split.dtype) for p in prob]
 
 
 def ess_bulk(samples: Tensor) -> Tensor:
@@ -268,13 +280,13 @@ def ess_tail(samples: Tensor, prob: tuple[float, float] = (0.05, 0.95)) -> Tenso
         True
     """
     x, shape = _flat(_check_samples(samples, 4))
-    ordered = x.reshape(-1, x.shape[-1]).T.sort(1).values
-    out = None
-    for p in prob:
-        q = _quantile(ordered, p)
-        e = _ess_core(_split((x <= q).to(x.dtype)))
-        out = e if out is None else torch.minimum(out, e)
-    return out.reshape(shape)
+    ordered = _sorted_draws(x)
+    per = _ess_core(torch.cat(_indicators(_split(x), ordered, prob))).split(x.shape[0])
+    out = per[0]
+    for e in per[1:]:
+        out = torch.minimum(out, e)
+    # NaN for a coordinate with a NaN sample (its indicators would look finite).
+    return out.masked_fill(ordered[:, -1].isnan(), math.nan).reshape(shape)
 
 
 def mcse(samples: Tensor) -> Tensor:
@@ -290,7 +302,7 @@ def mcse(samples: Tensor) -> Tensor:
         True
     """
     x, shape = _flat(_check_samples(samples, 4))
-    sd = x.reshape(-1, x.shape[-1]).std(0)
+    sd = x.reshape(x.shape[0], -1).std(1)
     return (sd / _ess_core(_split(x)).sqrt()).reshape(shape)
 
 
@@ -325,10 +337,78 @@ def r_hat(samples: Tensor) -> Tensor:
         True
     """
     x, shape = _flat(_check_samples(samples, 4))
+    return _rank_r_hat(_split(x))[0].reshape(shape)
+
+
+class RankDiagnostics(NamedTuple):
+    """What :func:`rank_diagnostics` returns: per-coordinate tensors and the chains used."""
+
+    r_hat: Tensor
+    ess_bulk: Tensor
+    ess_tail: Tensor
+    ess_mean: Tensor
+    mcse: Tensor
+    num_chains_used: int
+
+
+def rank_diagnostics(samples: Tensor, max_chains: int | None = None) -> RankDiagnostics:
+    """Return :func:`r_hat`, :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean` and
+    :func:`mcse` together, from one sort (what :meth:`ebmlab.Chain.summary` reports).
+
+    The same figures as the five functions (to float rounding) in a fraction of their time:
+    the rank normalisation is computed once and shared by the bulk R-hat and the bulk ESS, the
+    folded R-hat's ranks come from the same sort by a linear merge, the tail quantiles from it
+    as well, and the autocorrelations of the four ESS are one FFT.
+
+    Args:
+        samples: ``(T, chains, *shape)`` with T >= 4.
+        max_chains: with more chains than this, the figures are computed on ``max_chains`` of
+            them, evenly spaced (chains ``i * chains // max_chains``, ``i < max_chains``: a
+            fixed, deterministic subset) and the three ESS are scaled by
+            ``chains / max_chains`` (an estimate for all the chains, unbiased when the chains
+            are exchangeable); R-hat and the MCSE's standard deviation are the subset's.
+            ``None``: all chains.
+
+    Returns:
+        A :class:`RankDiagnostics` of float64 tensors of shape ``shape`` and the number of
+        chains used.
+
+    Raises:
+        ValueError: if ``max_chains`` is not a positive int (or T < 4).
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(100, 8, 3, generator=torch.Generator().manual_seed(0))
+        >>> d = rank_diagnostics(x)
+        >>> torch.allclose(d.r_hat, r_hat(x)) and torch.allclose(d.ess_tail, ess_tail(x))
+        True
+        >>> rank_diagnostics(x, max_chains=4).num_chains_used
+        4
+    """
+    if max_chains is not None and (
+        isinstance(max_chains, bool) or not isinstance(max_chains, int) or max_chains < 1
+    ):
+        raise ValueError(f"max_chains must be None or a positive int; got {max_chains!r}")
+    x, shape = _flat(_check_samples(samples, 4))
+    chains = x.shape[1]
+    scale = 1.0
+    if max_chains is not None and chains > max_chains:
+        x = x[:, torch.arange(max_chains, device=x.device) * chains // max_chains]
+        scale = chains / max_chains
+    d = x.shape[0]
     split = _split(x)
-    bulk = _r_hat_core(_z_scale(split))
-    folded = _r_hat_core(_z_scale((split - _median(split)).abs()))
-    return torch.maximum(bulk, folded).reshape(shape)
+    rhat, z, ordered = _rank_r_hat(split)
+    if x.shape[2] % 2:  # the middle draw is not in the split chains but is in the quantiles
+        ordered = _sorted_draws(x)
+    lo, hi = _indicators(split, ordered, (0.05, 0.95))
+    bulk, mean, tail_lo, tail_hi = _ess_core(torch.cat([z, split, lo, hi])).split(d)
+    tail = torch.minimum(tail_lo, tail_hi).masked_fill(ordered[:, -1].isnan(), math.nan)
+    sd = x.reshape(d, -1).std(1)
+    mcse = sd / (mean * scale).sqrt()
+    return RankDiagnostics(
+        rhat.reshape(shape), (bulk * scale).reshape(shape), (tail * scale).reshape(shape),
+        (mean * scale).reshape(shape), mcse.reshape(shape), x.shape[1],
+    )
 
 
 def acceptance_rate(info: Any) -> Tensor:
@@ -339,66 +419,3 @@ def acceptance_rate(info: Any) -> Tensor:
 def num_divergent(info: Any) -> Tensor:
     """Return how many steps of each chain were flagged divergent in ``info`` (T, chains)."""
     return info.is_divergent.sum(0)
-
-
-def relative_spread(variance: Tensor) -> Tensor:
-    r"""How far each chain moves next to the median chain: per-chain geometric mean ratio.
-
-    For per-chain, per-coordinate variances :math:`v_{ck}` (over time) and the median chain's
-    :math:`m_k = \mathrm{median}_c\, v_{ck}`, returns
-    :math:`\exp(\tfrac1K \sum_k \log\max(v_{ck}/m_k, 10^{-6}))` per chain (coordinates
-    with :math:`m_k = 0` left out). About 1 for chains exploring the same distribution; far
-    below 1 for a chain frozen in place or trapped in a narrow region (a funnel's neck). The
-    geometric mean needs every coordinate to be small, so many coordinates do not multiply
-    the false alarms. Fewer than 3 chains: all ones.
-
-    Args:
-        variance: ``(chains, *shape)`` variances of each chain's positions.
-
-    Returns:
-        ``(chains,)``.
-
-    Example:
-        >>> v = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [1e-4, 2e-4]])
-        >>> relative_spread(v).double().round(decimals=4).tolist()
-        [1.0, 1.0, 1.0, 0.0001]
-    """
-    flat = variance.reshape(variance.shape[0], -1)
-    if flat.shape[0] < 3:
-        return torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device)
-    ref = flat.median(0).values
-    used = (ref > 0) & torch.isfinite(ref)
-    ratio = (flat[:, used] / ref[used]).clamp(min=1e-6)
-    if ratio.shape[1] == 0:
-        return torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device)
-    return ratio.log().mean(1).exp()
-
-
-def stuck_chains(samples: Tensor, spread: float = STUCK_SPREAD) -> Tensor:
-    """Flag the chains that barely move next to the others (``relative_spread < spread``).
-
-    A chain whose acceptance looks healthy can still be stuck: NUTS or MALA deep in a funnel's
-    neck adapts a tiny step and accepts it, yet its positions vary far less than any other
-    chain's. Each chain's variance over time, per coordinate, is compared with the median
-    chain's (:func:`relative_spread`); with enough samples a healthy chain's ratio is of
-    order 1 and the chance of one below 0.01 is negligible (the small-ball probability of a
-    moving chain). Fewer than 4 samples or 3 chains: no chain is flagged.
-
-    Args:
-        samples: ``(T, chains, *shape)``.
-        spread: the threshold (default ``STUCK_SPREAD`` = 0.01).
-
-    Returns:
-        ``(chains,)`` booleans.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> x = torch.randn(200, 4, 2, generator=g)
-        >>> x[:, 2] = 0.3 + 1e-3 * x[:, 2]  # chain 2 is frozen near 0.3
-        >>> stuck_chains(x).tolist()
-        [False, False, True, False]
-    """
-    x = _check_samples(samples, min_steps=1)
-    if x.shape[0] < 4 or x.shape[1] < 3:
-        return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    return relative_spread(x.var(0)) < spread
