@@ -156,7 +156,8 @@ def _code_version() -> str:
                                cwd=root, check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "code: unknown commit"
-    return f"code {head}" + (" + uncommitted changes" if dirty.strip() else "")
+    changed = len(dirty.splitlines())  # others' work in progress in a shared tree, say
+    return f"code {head}" + (f" + {changed} uncommitted files" if changed else "")
 
 
 # this process's rows' "run": when it started and from which code
