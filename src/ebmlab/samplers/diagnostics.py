@@ -93,17 +93,25 @@ def _flat(samples: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     return x.to(torch.float64, memory_format=torch.contiguous_format), shape
 
 
+def _var(x: Tensor, dim: int) -> Tensor:
+    # Two-pass sample variance (ddof 1): ~5x faster than torch.var's Welford on the CPU.
+    centred = x - x.mean(dim, keepdim=True)
+    return centred.square().sum(dim) / (x.shape[dim] - 1)
+
+
 def _mean_autocovariance(x: Tensor) -> Tensor:
     """The chains' (biased) autocovariances averaged over the chains: (D, m, n) -> (D, n).
 
-    Short chains (n <= 64): the Gram matrix over time of the centred chains (one matrix
+    Short chains (n <= 256 and n <= 4m): the Gram matrix over time of the centred chains (one matrix
     product per coordinate) summed along its diagonals; longer ones: one FFT, the power
     spectra summed over the chains before the inverse FFT. Equal to the mean of
     :func:`autocorrelation`'s autocovariances to float rounding.
     """
     d, m, n = x.shape
     centred = x - x.mean(2, keepdim=True)
-    if n <= 64:
+    # Measured: the matrix product beats torch's CPU FFT up to n ~ 400; n <= 4m keeps the
+    # Gram matrices no larger than 4x the input.
+    if n <= 256 and n <= 4 * m:
         gram = centred.transpose(1, 2) @ centred  # (D, n, n)
         # Row t shifted left by t: skew[:, t, k] = gram[:, t, t + k] (zero past the end).
         flat = torch.nn.functional.pad(gram, (0, n)).reshape(d, -1)
@@ -123,7 +131,7 @@ def _ess_core(x: Tensor) -> Tensor:
     mean_var = acov[:, 0] * n / (n - 1.0)
     var_plus = mean_var * (n - 1.0) / n
     if m > 1:
-        var_plus = var_plus + x.mean(2).var(1)
+        var_plus = var_plus + _var(x.mean(2), 1)
     rho = 1.0 - (mean_var.unsqueeze(1) - acov) / var_plus.unsqueeze(1)  # (D, n)
     rho[:, 0] = 1.0
     # Pairs P_k = rho_2k + rho_2k+1 for k = 0..M, M = floor((n - 3) / 2) pairs after the first.
@@ -186,8 +194,8 @@ def _quantile(ordered: Tensor, q: float) -> Tensor:
 def _r_hat_core(x: Tensor) -> Tensor:
     """Classic R-hat of (D, m, n) chains (already split)."""
     n = x.shape[2]
-    within = x.var(2).mean(1)
-    between = n * x.mean(2).var(1)
+    within = _var(x, 2).mean(1)
+    between = n * _var(x.mean(2), 1)
     return ((between / within + n - 1) / n).sqrt()
 
 
@@ -302,7 +310,7 @@ def mcse(samples: Tensor) -> Tensor:
         True
     """
     x, shape = _flat(_check_samples(samples, 4))
-    sd = x.reshape(x.shape[0], -1).std(1)
+    sd = _var(x.reshape(x.shape[0], -1), 1).sqrt()
     return (sd / _ess_core(_split(x)).sqrt()).reshape(shape)
 
 
@@ -403,7 +411,7 @@ def rank_diagnostics(samples: Tensor, max_chains: int | None = None) -> RankDiag
     lo, hi = _indicators(split, ordered, (0.05, 0.95))
     bulk, mean, tail_lo, tail_hi = _ess_core(torch.cat([z, split, lo, hi])).split(d)
     tail = torch.minimum(tail_lo, tail_hi).masked_fill(ordered[:, -1].isnan(), math.nan)
-    sd = x.reshape(d, -1).std(1)
+    sd = _var(x.reshape(d, -1), 1).sqrt()
     mcse = sd / (mean * scale).sqrt()
     return RankDiagnostics(
         rhat.reshape(shape), (bulk * scale).reshape(shape), (tail * scale).reshape(shape),

