@@ -5,7 +5,7 @@ widths learn from the same oracle demonstrations with the same number of steps, 
 scored over the same episodes at the SAME goal tolerance (IBC's published 0.96 vs 0.05 used a
 different tolerance for each: google-research/ibc#5).
 
-    python examples/implicit_policy.py              # ~5 min on one CPU thread
+    python examples/implicit_policy.py              # ~10-20 min on one CPU thread
     python examples/implicit_policy.py --quick      # seconds (the smoke test)
 """
 
@@ -22,6 +22,7 @@ import ebmlab as eb
 from ebmlab.demo.implicit import (
     POLICY_DEMOS,
     POLICY_OPTIONS,
+    POLICY_STEPS,
     GaussianRegressor,
     demonstrations,
     success_rate,
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demos", type=int, default=POLICY_DEMOS,
                         help="oracle episodes to learn from")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps of each policy")
+    parser.add_argument("--steps", type=int, default=POLICY_STEPS,
+                        help="training steps of each policy")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes")
     parser.add_argument("--tolerance", type=float, default=0.05, help="goal radius, both")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])

@@ -190,9 +190,12 @@ class _ImportanceGrid:
         return draws
 
 
-def _first_modes(result: Inference, m: int) -> Inference:
+def _first_modes(result: Inference, m: int | None) -> Inference:
     """Keep the ``m`` best modes: every per-mode field (B, K, ...) is cut to (B, m, ...)."""
     b, k = result.energy.shape
+    if m is None or m >= k:
+        return result
+    m = int(m)
     cut = {}
     for f in dataclasses.fields(result):
         value = getattr(result, f.name)
