@@ -99,8 +99,8 @@ def fit(
     energies and the gradient are finite (one scalar read per step), clips and steps the
     optimiser. The other statistics stay on the device and are read every ``log_every``
     steps, when the progress bar (loss and energy gap), the callbacks and the rest of the
-    divergence check (finite parameters, an energy gap below ``MAX_ENERGY_GAP`` = 1e4) see
-    them.
+    divergence check (finite parameters, an energy gap below ``MAX_ENERGY_GAP`` = 1e4, no jump
+    of the gradient norm) see them.
 
     **Defaults.** A loss that needs negatives and gets ``negatives=None`` uses
     :func:`ebmlab.training.negatives.default_negatives` (persistent Metropolis-adjusted
@@ -113,7 +113,10 @@ def fit(
     docs/training.md).
 
     **Divergence.** A non-finite loss, energy or gradient (caught before the optimiser steps),
-    non-finite parameters or an energy gap past ``MAX_ENERGY_GAP``: with
+    non-finite parameters, an energy gap past ``MAX_ENERGY_GAP``, or an interval whose largest
+    gradient norm is a new high past ``GRAD_NORM_JUMP`` = 100 times the median of the earlier
+    intervals' (after 4 of them, counted from the start or the resume; the check that sees the
+    losses without negatives, e.g. a recovery likelihood whose chains ran away): with
     ``on_divergence="rollback"`` (default) the last good state (kept in memory at every
     logging point: parameters, optimiser, scheduler, replay buffer, random states, history) is
     restored, the negatives are reseeded (a fresh generator seed, replay buffer refilled) and
