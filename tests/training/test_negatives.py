@@ -203,3 +203,53 @@ def test_step_size_and_metropolis_arguments_are_checked():
         Sampled(compile=True)
     assert Sampled(step_size=0.1, metropolis=True).metropolis
     assert not Sampled(step_size=0.1).metropolis
+
+
+def test_uniform_jumps_move_chains_between_separated_modes_in_proportion():
+    # Two equal modes 4 apart: local steps never cross, uniform jumps split the chains evenly;
+    # a chain outside the box never jumps (its reverse move is impossible).
+    from ebmlab.training.adjusted import uniform_jumps
+
+    mix = eb.energies.GaussianMixture.ring(2, radius=2.0, scale=0.5)
+    box = eb.Box([-3.0, -3.0], [3.0, 3.0])
+    y0 = torch.tensor([[2.0, 0.0]]).repeat(4000, 1)
+    y0[-10:] = torch.tensor([3.5, 0.0])  # outside the box
+    y, moved = uniform_jumps(mix, y0, None, box, 60, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y[-10:], y0[-10:])
+    left = (y[:-10, 0] < 0).double().mean().item()
+    assert abs(left - 0.5) < 0.05 and 0.9 < float(moved) <= 1.0
+    same, _ = uniform_jumps(mix, y0, None, box, 0)
+    assert torch.equal(same, y0)
+
+
+def test_sampled_jumps_auto_resolution_and_state():
+    y2 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    assert Sampled().num_jumps(y2) == 4  # the default adapted chain on a small event
+    assert Sampled(step_size=0.01).num_jumps(y2) == 0  # a fixed step keeps the old chain
+    assert Sampled(num_steps=0).num_jumps(y2) == 0
+    assert Sampled().num_jumps(torch.zeros(4, 5)) == 0  # uniform proposals fail in high dim
+    assert Sampled(step_size=0.01, jumps=2).num_jumps(y2) == 2
+    with pytest.raises(ValueError, match="jumps"):
+        Sampled(jumps="many")
+    q = eb.energies.Quadratic(torch.eye(2))
+    neg = Sampled(num_steps=2, init="data")
+    neg(q, y2, generator=torch.Generator().manual_seed(1))
+    state = neg.state_dict()
+    low, high = state["jump_box"]
+    assert bool((low < y2.amin(0)).all() and (high > y2.amax(0)).all())
+    copy = Sampled(num_steps=2, init="data")
+    copy.load_state_dict(state)
+    y3 = 3 * y2  # later batches do not move the box: it is the first positives' one
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(neg(q, y3, generator=g1), copy(q, y3, generator=g2))
+    assert torch.equal(copy.state_dict()["jump_box"], state["jump_box"])
+
+
+def test_default_negatives_jump_inside_the_widened_data_box():
+    y = eb.data.checkerboard(2000, generator=torch.Generator().manual_seed(0))
+    neg = eb.training.negatives.default_negatives(y)
+    width = y.amax(0) - y.amin(0)
+    assert neg.jumps == 4 and neg.num_jumps(y) == 4
+    assert torch.allclose(neg.domain.low, y.amin(0) - 0.5 * width, atol=1e-4)
+    assert torch.allclose(neg.domain.high, y.amax(0) + 0.5 * width, atol=1e-4)
+    assert eb.training.negatives.default_negatives(torch.rand(50, 3, 3)).jumps == 0

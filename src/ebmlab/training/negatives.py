@@ -7,7 +7,8 @@ generator state the result is bit-identical on CPU. Sources that keep state acro
 replay buffer) expose ``state_dict()`` / ``load_state_dict()`` holding tensors only, which
 :func:`ebmlab.fit` stores in its checkpoints. ``MostOffending`` (found by inference) lives in
 :mod:`ebmlab.training.most_offending`, the noise sources ``Uniform`` and ``Gaussian`` in
-:mod:`ebmlab.training.noise`; both are re-exported here with the others.
+:mod:`ebmlab.training.noise`, ``Shuffled`` in :mod:`ebmlab.training.shuffled`; all are
+re-exported here with the others.
 
 References:
     LeCun, Chopra, Hadsell, Ranzato & Huang, "A Tutorial on Energy-Based Learning", 2006
@@ -31,7 +32,14 @@ from ebmlab._checks import check_fraction, check_positive, check_positive_int, c
 from ebmlab._compile import check_compile
 from ebmlab.domain import Box, check_box
 from ebmlab.energy import Energy
-from ebmlab.training.adjusted import AUTO_STEP_FRACTION, metropolis_langevin
+from ebmlab.training.adjusted import (
+    AUTO_JUMP_MAX_DIM,
+    AUTO_JUMPS,
+    bounding_box,
+    metropolis_langevin,
+    start_step,
+    uniform_jumps,
+)
 from ebmlab.training.compiled_negatives import (
     compiled_langevin,
     draw_noise,
@@ -40,6 +48,7 @@ from ebmlab.training.compiled_negatives import (
 from ebmlab.training.most_offending import MostOffending
 from ebmlab.training.noise import Gaussian, Uniform
 from ebmlab.training.replay import DataRestarts, ReplayBuffer
+from ebmlab.training.shuffled import Shuffled
 
 __all__ = [
     "Negatives",
@@ -94,9 +103,8 @@ class Sampled:
     Args:
         num_steps: MCMC steps k per call.
         step_size: ``"auto"`` (the adapted Metropolis-adjusted step above) or a fixed
-            Langevin step h (ignored with ``sampler``). No fixed unadjusted step suits every
-            data set: CD-10 from the data at h = 0.01 diverged on rings (modes of sd 0.1),
-            at 0.001 it was too slow on 8 Gaussians (docs/training.md).
+            Langevin step h (ignored with ``sampler``); no fixed unadjusted step suits every
+            data set (docs/training.md).
         beta: inverse temperature β of the built-in Langevin step.
         init: ``"data"``, ``"noise"`` or ``"buffer"``.
         num: negatives per positive (``None``: one, shaped like ``y``).
@@ -112,11 +120,16 @@ class Sampled:
             ``None``: ``True`` with ``step_size="auto"``, ``False`` with a number.
         compile: ``True`` or ``"cuda-graph"``: the built-in unadjusted Langevin steps (a fixed
             ``step_size``, ``metropolis=False``) of one call run as one ``torch.compile``\ d
-            block (the noise drawn eagerly first, in the same order,
-            so the stream is the eager one; results equal to floating-point tolerance);
-            compiled once per batch shape, with one ``UserWarning`` and the eager loop when
-            compilation fails. ``eb.fit(..., compile=True)`` turns it on. Not with
-            ``sampler`` or Metropolis-adjusted steps. Not part of the run's fingerprint.
+            block (the noise drawn eagerly first, in the same order, so the stream is the
+            eager one); compiled once per batch shape, with one ``UserWarning`` and the eager
+            loop when compilation fails; ``eb.fit(..., compile=True)`` turns it on. Not part
+            of the run's fingerprint.
+        jumps: after the steps, this many Metropolis moves to points uniform in ``domain``
+            (or the first positives' box padded by 5 %, kept as state;
+            :func:`ebmlab.training.adjusted.uniform_jumps`): they cross between separated
+            modes, which local steps never do, so the negatives carry the model's mixture
+            weights. ``"auto"``: 4 with ``step_size="auto"`` on events of at most 4
+            coordinates, else 0 (:meth:`num_jumps`; useless in high dimension).
 
     Example:
         >>> import torch, ebmlab as eb
@@ -144,6 +157,7 @@ class Sampled:
         buffer: Any = None,
         metropolis: bool | None = None,
         compile: bool | str = False,
+        jumps: int | str = "auto",
     ) -> None:
         self.num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
         is_auto = isinstance(step_size, str)
@@ -189,6 +203,11 @@ class Sampled:
                 "step_size (metropolis=False)"
             )
         self._block: Any = None
+        if isinstance(jumps, str) and jumps != "auto":
+            raise ValueError(f"jumps must be a non-negative int or 'auto'; got {jumps!r}")
+        self.jumps = jumps if isinstance(jumps, str) else check_positive_int(jumps, "jumps",
+                                                                             minimum=0)
+        self._jump_box: Box | None = None  # domain=None: the first positives' box, state
 
     @property
     def compile_mode(self) -> str | None:
@@ -209,16 +228,16 @@ class Sampled:
     def __repr__(self) -> str:
         return (
             f"Sampled(num_steps={self.num_steps}, step_size={self.step_size}, "
-            f"init={self.init!r}, metropolis={self.metropolis}, sampler={self.sampler!r})"
+            f"init={self.init!r}, metropolis={self.metropolis}, sampler={self.sampler!r}"
+            f", jumps={self.jumps!r})"
         )
 
     def noise(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
         """Return ``n`` noise starts shaped like the rows of ``like``."""
         if self.domain is not None:
             return self.domain.sample(n, generator=generator, dtype=like.dtype, device=like.device)
-        shape = (n, *like.shape[1:])
-        noise = torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-        return self.noise_scale * noise
+        return self.noise_scale * torch.randn((n, *like.shape[1:]), generator=generator,
+                                              dtype=like.dtype, device=like.device)
 
     def __call__(
         self,
@@ -228,9 +247,7 @@ class Sampled:
         *,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        k = self.num or 1
-        b = y.shape[0]
-        y = y.detach()
+        k, b, y = self.num or 1, y.shape[0], y.detach()
         n = b * k
         if self.init == "data":
             y0 = y.repeat_interleave(k, dim=0) if k > 1 else y.clone()
@@ -240,8 +257,12 @@ class Sampled:
             buffer = self._buffer(tuple(y.shape[1:]), y.dtype, y.device)
             y0, index = buffer.sample(n, generator=generator)
         if self._step is None and self.step_size == "auto" and self.sampler is None:
-            self._start_step(y)
-        out = self._run(energy, y0, _repeat(x, k) if k > 1 else x, generator)
+            self._step, self._step_range = start_step(y)
+        xk = _repeat(x, k) if k > 1 else x
+        out = self._run(energy, y0, xk, generator)
+        if num_jumps := self.num_jumps(y):
+            out, _ = uniform_jumps(energy, out, xk, self._jump_domain(y), num_jumps,
+                                   beta=self.beta, generator=generator)
         if self.init == "buffer":
             buffer.update(index, out)
         return out if self.num is None else out.reshape(b, k, *y.shape[1:])
@@ -258,15 +279,22 @@ class Sampled:
             )
         return self.buffer
 
-    def _start_step(self, y: Tensor) -> None:
-        """The adapted step's start h0 = 0.005 s^2 and range, s the scale of positives ``y``."""
-        flat = y.reshape(y.shape[0], -1)
-        s = float(flat.double().std(0, unbiased=False).mean()) if y.shape[0] > 1 else math.nan
-        if not math.isfinite(s) or s <= 0:
-            s = math.sqrt(0.001 / AUTO_STEP_FRACTION)  # h0 = 0.001 without a usable scale
-        h0 = AUTO_STEP_FRACTION * s**2
-        self._step_range = (1e-6 * h0, 4.0 * s**2)
-        self._step = torch.full((), h0, dtype=y.dtype, device=y.device)
+    def num_jumps(self, y: Tensor) -> int:
+        """The jumps per call for positives like ``y``: ``jumps``, or for ``"auto"`` 4 after
+        ``num_steps`` > 0 steps of ``step_size="auto"`` on events of at most 4 coordinates."""
+        if self.jumps != "auto":
+            return int(self.jumps)
+        is_default_chain = self.step_size == "auto" and self.sampler is None and self.num_steps
+        small = math.prod(y.shape[1:]) <= AUTO_JUMP_MAX_DIM
+        return AUTO_JUMPS if is_default_chain and small else 0
+
+    def _jump_domain(self, y: Tensor) -> Box:
+        """Where jumps propose: ``domain``, else the first positives' box padded by 5 %."""
+        if self.domain is not None:
+            return self.domain
+        if self._jump_box is None:
+            self._jump_box = bounding_box(y, pad=0.05)
+        return self._jump_box
 
     def _run(
         self, energy: Energy, y: Tensor, x: Tensor | None, generator: torch.Generator | None
@@ -329,12 +357,17 @@ class Sampled:
             state["step_size"] = torch.stack([self._step.reshape(()),
                                               self._step.new_tensor(low),
                                               self._step.new_tensor(high)])
+        if self._jump_box is not None:
+            state["jump_box"] = torch.stack([self._jump_box.low, self._jump_box.high])
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Restore the replay buffer and adapted step from :meth:`state_dict`."""
         state = dict(state)
         step = state.pop("step_size", None)
+        box = state.pop("jump_box", None)
+        if box is not None:
+            self._jump_box = Box(box[0].clone(), box[1].clone())
         if step is not None:
             self._step = step[0].clone()
             self._step_range = (float(step[1]), float(step[2]))
@@ -342,42 +375,6 @@ class Sampled:
             return
         data = state["data"]
         self._buffer(tuple(data.shape[1:]), data.dtype, data.device).load_state_dict(state)
-
-
-class Shuffled:
-    r"""Mismatched pairs from the batch: the negative of :math:`(x_i, y_i)` is :math:`y_{\pi(i)}`.
-
-    :math:`\pi` is a uniformly random cyclic derangement (no :math:`y_i` is its own negative):
-    positions are permuted at random and each takes the ``y`` of the next one. Useful for
-    conditional energies, where another input's answer is a natural wrong answer.
-
-    Example:
-        >>> import torch, ebmlab as eb
-        >>> y = torch.arange(5.0).unsqueeze(-1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> neg = eb.training.negatives.Shuffled()(None, y, generator=g)
-        >>> bool((neg != y).all()), sorted(neg.flatten().tolist())
-        (True, [0.0, 1.0, 2.0, 3.0, 4.0])
-    """
-
-    def __repr__(self) -> str:
-        return "Shuffled()"
-
-    def __call__(
-        self,
-        energy: Energy | None,
-        y: Tensor,
-        x: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        b = y.shape[0]
-        if b < 2:
-            raise ValueError(f"Shuffled negatives need a batch of at least 2; got {b}")
-        perm = torch.randperm(b, generator=generator, device=y.device)
-        source = torch.empty_like(perm)
-        source[perm] = perm.roll(-1)
-        return y.detach()[source]
 
 
 NEGATIVES: dict[str, type] = {
@@ -408,6 +405,7 @@ DEFAULT_NUM_STEPS = 10
 DEFAULT_STEP_FRACTION = 0.005  # h = 0.005 * s^2, s = the data's mean per-coordinate std
 DEFAULT_REINIT = 0.05
 DEFAULT_BUFFER_SIZE = 10000
+DEFAULT_BOX_PAD = 0.5  # the chains' box: the data's, widened by half its width on each side
 
 
 def default_negatives(y: Tensor) -> Sampled:
@@ -417,11 +415,14 @@ def default_negatives(y: Tensor) -> Sampled:
     ``eb.losses`` assumes) from a replay buffer of 10,000 chains, filled with training points:
     each step draws chains from the buffer, restarts 5 % of them at random training points
     (:class:`ebmlab.training.replay.DataRestarts`), runs 10 Metropolis-adjusted Langevin (MALA)
-    steps inside the data's bounding box (proposals leaving it rejected) and writes them back:
-    the short-run persistent recipe of Du & Mordatch 2019 / Nijkamp et al. 2019, adjusted so
-    that a sharp mode cannot throw the chains out, restarted where the data pushes the energy
-    down (docs/training.md). The step is :math:`h = 0.005\,s^2`, :math:`s` the mean
-    per-coordinate sd of ``y`` (0.01 for 8 Gaussians): independent of the data's units.
+    steps and, on events of at most 4 coordinates, 4 uniform jumps (``Sampled(jumps=4)``: the
+    moves between separated modes that let the loss learn their weights) inside the data's
+    bounding box widened by half its width on each side (proposals leaving it rejected;
+    the margin lets chains reach, and push up, low energy just outside the data), and writes
+    them back: the short-run persistent recipe of Du & Mordatch 2019 / Nijkamp et al. 2019,
+    adjusted so that a sharp mode cannot throw the chains out, restarted where the data pushes
+    the energy down (docs/training.md). The step is :math:`h = 0.005\,s^2`, :math:`s` the
+    mean per-coordinate sd of ``y`` (0.01 for 8 Gaussians): independent of the data's units.
 
     Args:
         y: the training answers (N, *y_shape).
@@ -433,18 +434,17 @@ def default_negatives(y: Tensor) -> Sampled:
         >>> import torch, ebmlab as eb
         >>> y = eb.data.eight_gaussians(1000, generator=torch.Generator().manual_seed(0))
         >>> neg = eb.training.negatives.default_negatives(y)
-        >>> neg.init, neg.num_steps, round(neg.step_size, 3)
-        ('buffer', 10, 0.01)
+        >>> neg.init, neg.num_steps, round(neg.step_size, 3), neg.jumps
+        ('buffer', 10, 0.01, 4)
     """
     y = check_tensor(y, "y").detach()
     flat = y.reshape(y.shape[0], -1)
-    low, high = flat.amin(0), flat.amax(0)
-    pad = 1e-6 * (1.0 + (high - low))  # a box of positive width even for a constant column
-    box = Box((low - pad).reshape(y.shape[1:]), (high + pad).reshape(y.shape[1:]))
+    box = bounding_box(y, pad=DEFAULT_BOX_PAD)
+    jumps = AUTO_JUMPS if math.prod(y.shape[1:]) <= AUTO_JUMP_MAX_DIM else 0
     scale = float(flat.double().std(0, unbiased=False).mean()) if y.shape[0] > 1 else 1.0
     scale = scale if math.isfinite(scale) and scale > 0 else 1.0
     buffer = ReplayBuffer(DEFAULT_BUFFER_SIZE, DataRestarts(y), reinit_fraction=DEFAULT_REINIT,
                           y_shape=tuple(y.shape[1:]), dtype=y.dtype, device=y.device)
     return Sampled(num_steps=DEFAULT_NUM_STEPS, step_size=DEFAULT_STEP_FRACTION * scale**2,
                    init="buffer", domain=box, reinit=DEFAULT_REINIT,
-                   buffer_size=DEFAULT_BUFFER_SIZE, buffer=buffer, metropolis=True)
+                   buffer_size=DEFAULT_BUFFER_SIZE, buffer=buffer, metropolis=True, jumps=jumps)

@@ -180,7 +180,8 @@ class DataRestarts:
 
     Example:
         >>> import torch, ebmlab as eb
-        >>> starts = eb.training.replay.DataRestarts(torch.arange(6.0).reshape(3, 2))
+        >>> from ebmlab.training.replay import DataRestarts
+        >>> starts = DataRestarts(torch.arange(6.0).reshape(3, 2))
         >>> starts(4, torch.Generator().manual_seed(0)).shape
         torch.Size([4, 2])
     """
