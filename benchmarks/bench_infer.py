@@ -4,7 +4,7 @@
 and on the 8-mode GaussianMixture (unconditional: 32,768 starts). Both sides start from the same
 points and run the same number of steps; the library's time includes merging the minima.
 Also: early stopping on, the analytic-gradient path against autograd, and peak memory.
-Usage: python benchmarks/bench_infer.py [--quick] [--memory] [--scipy] [--compile]
+Usage: python benchmarks/bench_infer.py [--quick] [--memory] [--scipy] [--compile [--repeats N]]
 
 ``--scipy`` (issue 11): eb.infer with its defaults against scipy.optimize multi-start L-BFGS-B
 with deduplication, on the same starts, for landscapes with known minima: minima found,
@@ -13,7 +13,9 @@ spurious and duplicate minima, position error and wall time (1 thread, the load 
 
 from __future__ import annotations
 
+import statistics
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -343,14 +345,53 @@ def _auto_row(case: dict[str, object], energy: eb.Energy, box: eb.Box, truth: to
             "unconverged (eb)": int(res.num_unconverged[0])}
 
 
-def compile_comparison() -> None:
+def _paired(fast: Callable[[], object], slow: Callable[[], object], repeats: int,
+            merge_s: list[float]) -> dict[str, object]:
+    """Time ``fast`` and ``slow`` in interleaved pairs (order alternated, one warm-up each).
+
+    Per pair: wall and CPU (process) time of each side, the eager merge inside each run
+    (``merge_s`` is reset before and read after every run), and the pair's ratio, so the
+    spread of the ratio over the pairs shows what the machine's load did to it.
+    """
+    import time
+
+    fast()
+    slow()
+    runs: dict[str, list[list[float]]] = {"fast": [], "slow": []}
+    for i in range(repeats):
+        pair = [("fast", fast), ("slow", slow)]
+        for side, fn in pair if i % 2 == 0 else pair[::-1]:
+            merge_s[0] = 0.0
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            runs[side].append([time.perf_counter() - wall, time.process_time() - cpu,
+                               merge_s[0]])
+    f, sl = runs["fast"], runs["slow"]
+    wall = [b[0] / a[0] for a, b in zip(f, sl, strict=True)]
+    cpu = [b[1] / a[1] for a, b in zip(f, sl, strict=True)]
+    solve = [(b[0] - b[2]) / (a[0] - a[2]) for a, b in zip(f, sl, strict=True)]
+
+    def med(rows: list[list[float]], k: int) -> float:
+        return statistics.median(r[k] for r in rows)
+
+    return {"eager (s)": med(sl, 0), "compile=True (s)": med(f, 0),
+            "speed-up": statistics.median(wall),
+            "speed-up range": f"{min(wall):.2f}-{max(wall):.2f}",
+            "CPU speed-up": statistics.median(cpu), "merge (s)": med(f, 2),
+            "solve speed-up": statistics.median(solve)}
+
+
+def compile_comparison(repeats: int = 7) -> None:
     """``--compile`` (issue 18): eb.infer(compile=True) against eager on the MLP problems.
 
     The 1,024 x 32 benchmark (200 Adam steps, early stop off, then early stop on), both sides
     from the same starts; the first compiled call (the compilation) is timed on its own and
-    left out of the ratio (``compare`` warms both sides up once). The eager merge (the
-    ``assemble`` step, the same on both sides) is timed on its own in one more run of each
-    side, and ``solve speed-up`` is the ratio with it taken out.
+    left out. Then ``repeats`` interleaved pairs of eager and compiled calls (order
+    alternated, after one warm-up of each): the speed-up is the median of the pairs' ratios
+    and its range the smallest and largest (the load on a shared machine moves single
+    figures by +-25 %); the CPU speed-up is the same on process time, which other processes
+    disturb less. The eager merge (``assemble``, the same on both sides) is timed inside every
+    run, and ``solve speed-up`` is the median ratio with it taken out.
     """
     import os
     import time
@@ -365,63 +406,55 @@ def compile_comparison() -> None:
         merge_s[0] += time.perf_counter() - start
         return out
 
-    def merge_time(fn: object) -> float:
-        merge_s[0] = 0.0
-        infer_module.assemble = timed_assemble
-        try:
-            fn()
-        finally:
-            infer_module.assemble = assemble
-        return merge_s[0]
-
     rows = []
-    for name, energy, x, shape in problems()[:2]:
-        y0 = torch.randn(B, S, *shape, generator=torch.Generator().manual_seed(1))
-        solver = eb.inference.Adam(lr=LR)
+    infer_module.assemble = timed_assemble
+    try:
+        for name, energy, x, shape in problems()[:2]:
+            y0 = torch.randn(B, S, *shape, generator=torch.Generator().manual_seed(1))
+            solver = eb.inference.Adam(lr=LR)
 
-        def run(is_compiled: bool, early: bool, target: eb.Energy = energy,
-                x: torch.Tensor = x, y0: torch.Tensor = y0,
-                solver: eb.inference.Adam = solver) -> eb.Inference:
-            return eb.infer(target, x=x, init=y0, solver=solver, max_steps=STEPS,
-                            early_stop=early, gtol=1e-4, ftol=1e-7, compile=is_compiled)
+            def run(is_compiled: bool, early: bool, target: eb.Energy = energy,
+                    x: torch.Tensor = x, y0: torch.Tensor = y0,
+                    solver: eb.inference.Adam = solver) -> eb.Inference:
+                return eb.infer(target, x=x, init=y0, solver=solver, max_steps=STEPS,
+                                early_stop=early, gtol=1e-4, ftol=1e-7, compile=is_compiled)
 
-        def first_call(early: bool) -> float:
-            start = time.perf_counter()
-            run(True, early)
-            return time.perf_counter() - start
+            def first_call(early: bool) -> float:
+                start = time.perf_counter()
+                run(True, early)
+                return time.perf_counter() - start
 
-        for early in (False, True):
-            first = with_threads(1, lambda early=early: first_call(early))
-            eager = run(False, early)
-            fast = run(True, early)
-            diff = float((eager.best - fast.best).abs().max())
-            vs = with_threads(1, lambda early=early: compare(lambda: run(True, early),
-                                                             lambda: run(False, early),
-                                                             repeats=3))
-            merge_eager = with_threads(1, lambda early=early: merge_time(
-                lambda: run(False, early)))
-            merge_fast = with_threads(1, lambda early=early: merge_time(lambda: run(True, early)))
-            solve = (vs["baseline_s"] - merge_eager) / (vs["library_s"] - merge_fast)
-            row = {"problem": name, "early stop": early, "eager (s)": vs["baseline_s"],
-                   "compile=True (s)": vs["library_s"], "speed-up": 1 / vs["ratio"],
-                   "merge (s)": merge_fast, "solve speed-up": solve,
-                   "first call (s)": first, "max |best diff|": diff,
-                   "same counts": int((eager.count == fast.count).sum())}
-            rows.append(row)
-            print(row, flush=True)
+            for early in (False, True):
+                first = with_threads(1, lambda early=early: first_call(early))
+                eager = run(False, early)
+                fast = run(True, early)
+                diff = float((eager.best - fast.best).abs().max())
+                timing = with_threads(1, lambda early=early: _paired(
+                    lambda: run(True, early), lambda: run(False, early), repeats, merge_s))
+                row = {"problem": name, "early stop": early, **timing,
+                       "first call (s)": first, "max |best diff|": diff,
+                       "same counts": int((eager.count == fast.count).sum())}
+                rows.append(row)
+                print(row, flush=True)
+    finally:
+        infer_module.assemble = assemble
     load = os.getloadavg()
     write(
         "infer_compile_quick" if QUICK else "infer_compile",  # a smoke run keeps the table
         rows,
-        ["problem", "early stop", "eager (s)", "compile=True (s)", "speed-up", "merge (s)",
-         "solve speed-up", "first call (s)", "max |best diff|", "same counts"],
-        notes=(f"{B} inputs x {S} starts, {STEPS} Adam steps (lr {LR}), 1 thread, median of 3 "
-               "after one warm-up call each, order alternated; times include the eager merge. "
-               "speed-up = eager / compiled; merge = the eager merge (assemble) in the "
-               "compiled run, the same work on both sides; solve speed-up = the speed-up with "
-               "each side's merge taken out; first call = the compilation plus one run; "
-               f"same counts = inputs (of {B}) whose number of minima agrees. "
-               "Target (issue 18): speed-up >= 1.5 on the 1,024 x 32 MLP. "
+        ["problem", "early stop", "eager (s)", "compile=True (s)", "speed-up",
+         "speed-up range", "CPU speed-up", "merge (s)", "solve speed-up", "first call (s)",
+         "max |best diff|", "same counts"],
+        notes=(f"{B} inputs x {S} starts, {STEPS} Adam steps (lr {LR}), 1 thread; {repeats} "
+               "interleaved pairs of eager and compiled calls (order alternated) after one "
+               "warm-up call each; times include the eager merge. speed-up = the median over "
+               "the pairs of eager / compiled wall time, range = the smallest and largest "
+               "pair; CPU speed-up = the same on process time; merge = the eager merge "
+               "(assemble) in the compiled run, the same work on both sides; solve speed-up "
+               "= the median speed-up with each side's merge taken out; first call = the "
+               "compilation plus one run; same counts = inputs "
+               f"(of {B}) whose number of minima agrees. Target (issue 18): speed-up >= 1.5 "
+               "on the 1,024 x 32 MLP. "
                f"Load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end."),
     )
 
@@ -430,7 +463,8 @@ if __name__ == "__main__":
     if "--scipy" in sys.argv:
         scipy_comparison()
     elif "--compile" in sys.argv:
-        compile_comparison()
+        reps = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 7
+        compile_comparison(reps)
     elif "--rss" in sys.argv:
         i = sys.argv.index("--rss")
         rss_child(int(sys.argv[i + 1]), sys.argv[i + 2])

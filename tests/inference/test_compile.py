@@ -102,3 +102,28 @@ def test_nothing_to_compile_warns() -> None:
     with pytest.warns(UserWarning, match="nothing to compile \\(the derivative-free solver"):
         got = run(compile=True)
     assert torch.equal(got.y, run().y)
+
+
+@pytest.mark.parametrize("adam_steps", [20, 25])
+def test_hybrid_phases_compile_once_each_and_equal_minimize(adam_steps: int) -> None:
+    # Hybrid's phase counter never enters a block (it would recompile at every block, then
+    # again at the switch); the blocks are Adam's and the polish's; a block across the switch
+    # (adam_steps=25, blocks of 10) runs eagerly. Same numbers as the eager loop, bit for bit.
+    q = eb.energies.Quadratic(torch.diag(torch.tensor([1.0, 30.0])), mean=[1.0, -1.0])
+    y0 = torch.randn(12, 2, generator=torch.Generator().manual_seed(2)) * 3
+    kwargs = dict(max_steps=60, gtol=1e-9, ftol=1e-14, check_every=10, is_early_stop=False)
+    solver = eb.inference.Hybrid(adam_steps=adam_steps)
+    seen = []
+
+    def block(phase: object, *args: object) -> object:
+        seen.append((type(phase).__name__, getattr(phase, "solver", None), "phase_t" in args[6]))
+        return solver_block(phase, *args)
+
+    ref = minimize(Objective(q.energy_and_grad, None), y0, solver, **kwargs)
+    got = minimize_compiled(Objective(q.energy_and_grad, None), y0, solver, block=block,
+                            **kwargs)
+    assert torch.equal(ref.y, got.y) and torch.equal(ref.energy, got.energy)
+    assert all(name == "HybridPhase" and not has_t for name, _, has_t in seen)
+    assert [s for _, s, _ in seen].count(solver.adam) == 2
+    assert len({id(s) for _, s, _ in seen}) == 2  # one Adam phase, one polish phase
+    assert len(seen) == (6 if adam_steps == 20 else 5)  # the block across 25 ran eagerly

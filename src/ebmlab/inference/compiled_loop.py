@@ -164,9 +164,12 @@ def minimize_compiled(
 
     The stopping rule, the scales and the returned record are those of ``minimize``; the
     steps between two checks (``check_every``) run as one call of ``block`` (from
-    :func:`compiled_block`); the steps after the last whole block run eagerly. Problems that
-    stop keep being stepped, frozen at their recorded end point, so every block has the shape
-    of the first and no recompilation follows a shrink; their later iterates are never read.
+    :func:`compiled_block`); the steps after the last whole block run eagerly. A solver with
+    phases (:meth:`ebmlab.inference.Hybrid.compiled_phase`) runs each phase's blocks as their
+    own compiled code, compiled once per phase; a block across a switch runs eagerly.
+    Problems that stop keep being stepped, frozen at their recorded end point, so every block
+    has the shape of the first and no recompilation follows a shrink; their later iterates
+    are never read.
     The results equal the eager path's to floating-point tolerance (the compiler reorders and
     fuses operations).
     """
@@ -182,14 +185,20 @@ def minimize_compiled(
     trajectory = [y.clone()] if is_trajectory else None
     fn, project, x = objective.energy_and_grad, objective.project, objective.x
     steps = 0
+    phase_of = getattr(solver, "compiled_phase", None)  # Hybrid: one block per phase
     while steps < max_steps:
         k = min(check_every, max_steps - steps)
         with torch.no_grad():
-            if k == check_every:
-                y, energy, grad, state, y_prev, e_prev, path = block(
-                    solver, fn, project, x, y, energy, grad, state, k, is_trajectory
+            phase, left = (solver, None) if phase_of is None else phase_of(state)
+            if k == check_every and (left is None or left >= k):
+                inner = state if phase is solver else {
+                    name: v for name, v in state.items() if name != "phase_t"}
+                y, energy, grad, inner, y_prev, e_prev, path = block(
+                    phase, fn, project, x, y, energy, grad, inner, k, is_trajectory
                 )
-            else:  # the remainder: eager, so that the block keeps one length
+                state = inner if phase is solver else {**inner,
+                                                       "phase_t": state["phase_t"] + k}
+            else:  # the remainder, or a block across a phase switch: eager
                 y, energy, grad, state, y_prev, e_prev, path = solver_block(
                     solver, fn, project, x, y, energy, grad, state, k, is_trajectory
                 )

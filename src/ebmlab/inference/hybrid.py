@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from ebmlab._checks import check_positive_int
@@ -9,7 +11,32 @@ from ebmlab.inference.adam import Adam
 from ebmlab.inference.lbfgs import BFGS, LBFGS
 from ebmlab.inference.solver import Objective, SolverState
 
-__all__ = ["Hybrid"]
+__all__ = ["Hybrid", "HybridPhase"]
+
+
+class HybridPhase:
+    """One phase of :class:`Hybrid` as a solver of its own state entries (compiled blocks).
+
+    ``step`` is Hybrid's step for that phase without the phase counter, so a compiled block
+    of it never sees the counter change: the two phases compile once each, and the switch
+    between them recompiles nothing (see :meth:`Hybrid.compiled_phase`).
+    """
+
+    counters = ("t",)
+
+    def __init__(self, solver: Any, keys: tuple[str, ...]) -> None:
+        self.solver = solver
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"HybridPhase({self.solver})"
+
+    def step(
+        self, y: Tensor, energy: Tensor, grad: Tensor, state: SolverState, objective: Objective
+    ) -> tuple[Tensor, Tensor, Tensor, SolverState]:
+        sub = {k: state[k] for k in self.keys}
+        y, energy, grad, sub = self.solver.step(y, energy, grad, sub, objective)
+        return y, energy, grad, {**state, **sub}
 
 
 class Hybrid:
@@ -61,6 +88,9 @@ class Hybrid:
         self.bfgs = BFGS() if bfgs is None else bfgs
         self.dense_max_dim = check_positive_int(dense_max_dim, "dense_max_dim", minimum=0)
         self.dense_max_elements = check_positive_int(dense_max_elements, "dense_max_elements")
+        self._phases = (HybridPhase(self.adam, ("m", "v", "t")),
+                        HybridPhase(self.bfgs, ("h", "has_pair")),
+                        HybridPhase(self.lbfgs, ("s", "g", "rho", "count")))
 
     def __repr__(self) -> str:
         return (f"Hybrid(adam_steps={self.adam_steps}, adam={self.adam}, lbfgs={self.lbfgs}, "
@@ -69,6 +99,27 @@ class Hybrid:
     def is_dense(self, n: int, d: int) -> bool:
         """Whether N problems of D variables are polished by dense BFGS."""
         return d <= self.dense_max_dim and n * d * d <= self.dense_max_elements
+
+    def compiled_phase(self, state: SolverState) -> tuple[HybridPhase, int | None]:
+        """The phase that makes the next step from ``state`` and the steps left in it.
+
+        For compiled blocks (``eb.infer(compile=True)``): a block of the phase's steps runs
+        ``phase.step`` on the state without ``phase_t`` (the caller advances the counter), so
+        that the counter, an int, is not an input of the compiled code; a block that would
+        cross the switch runs eagerly. ``None``: the phase lasts to the end.
+
+        Example:
+            >>> import torch
+            >>> h = Hybrid(adam_steps=20)
+            >>> y = torch.zeros(3, 2)
+            >>> phase, left = h.compiled_phase(h.init(y, y.sum(-1), y))
+            >>> type(phase).__name__, left
+            ('HybridPhase', 20)
+        """
+        t = int(state["phase_t"])
+        if t < self.adam_steps:
+            return self._phases[0], self.adam_steps - t
+        return (self._phases[1] if "h" in state else self._phases[2]), None
 
     def init(self, y: Tensor, energy: Tensor, grad: Tensor) -> SolverState:
         state = self.adam.init(y, energy, grad) if self.adam_steps else {}
