@@ -94,3 +94,12 @@ def test_summary_below_four_samples_reads_nan_and_the_run_does_not_warn(generato
                           generator=generator)
     s = chain.summary()
     assert all(math.isnan(s[k]) for k in ["r_hat_max", "ess_bulk_min", "ess_tail_min"])
+
+
+def test_rank_diagnostics_without_tail_keep_r_hat_and_bulk_ess(generator):
+    x = torch.randn(30, 6, 2, generator=generator)
+    full = eb.diagnostics.rank_diagnostics(x)
+    lean = eb.diagnostics.rank_diagnostics(x, tail=False)
+    torch.testing.assert_close(lean.r_hat, full.r_hat, rtol=0, atol=0)
+    torch.testing.assert_close(lean.ess_bulk, full.ess_bulk, rtol=1e-12, atol=0)
+    assert all(bool(torch.isnan(getattr(lean, k)).all()) for k in ["ess_tail", "ess_mean", "mcse"])

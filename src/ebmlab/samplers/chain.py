@@ -95,8 +95,10 @@ class Chain:
         """
         return self._checks()[0]
 
-    def _checks(self) -> tuple[dict[str, float], Tensor]:
-        """The summary and the indices of the chains stuck while sampling (computed once)."""
+    def _checks(self, full: bool = True) -> tuple[dict[str, float], Tensor]:
+        """The summary and the indices of the chains stuck while sampling (computed once);
+        ``full=False`` leaves out (NaN) the figures the end-of-run warning does not use: the
+        tail ESS and the MCSE."""
         flat = self.samples.flatten(2)
         if flat.shape[0] == 0 or flat.shape[1] == 0:
             raise ValueError(
@@ -104,7 +106,7 @@ class Chain:
                 f"{tuple(self.samples.shape)}"
             )
         if flat.shape[0] >= 4:
-            d = diagnostics.rank_diagnostics(flat, max_chains=SUMMARY_CHAINS)
+            d = diagnostics.rank_diagnostics(flat, max_chains=SUMMARY_CHAINS, tail=full)
             bulk, tail, r_hat, mcse = d.ess_bulk, d.ess_tail, d.r_hat, d.mcse
         else:
             bulk = tail = r_hat = mcse = torch.full(flat.shape[2:], math.nan)
@@ -164,7 +166,7 @@ def stack_info(infos: list[Any]) -> Any:
 
 def warn_if_troubled(chain: Chain, stacklevel: int = 3) -> None:
     """Issue one SamplerWarning naming every figure out of bounds (silent when healthy)."""
-    s, frozen = chain._checks()
+    s, frozen = chain._checks(full=False)
     problems, advice = [], []
     if s["num_divergent"] > 0:
         chains = int((chain.num_divergent > 0).sum()) if chain.num_divergent is not None else 0
