@@ -74,4 +74,5 @@ def test_plain_recipe_gives_each_of_the_8_gaussians_its_weight():
     weights = torch.stack([mass[(nearest.indices == k) & (nearest.values < 1.0)].sum()
                            for k in range(8)])
     assert float(weights.sum()) > 0.95  # almost no mass away from the modes
-    assert float((weights - 1 / 8).abs().max()) < 0.04
+    # 0.015 with the jumps; 0.032 without them (jumps=0), the weights drifting
+    assert float((weights - 1 / 8).abs().max()) < 0.025
