@@ -58,7 +58,7 @@ def energy_discrepancy(
         num_negatives: M, negatives per data point (the energy sees ``B * (M + 1)`` rows).
             The default 8 (was 16) buys 1.8x the steps of 16 in the same time, which is
             what limits a sharp-edged law: at the checkerboard benchmark's 60 CPU-s, M = 16
-            ended 0.110 nats above the entropy (t from 0.02 to 0.2 at equal steps:
+            ended 0.110 nats above the entropy (t from 0.05 to 0.2 at equal steps:
             0.10-0.11; the mass in the empty squares 4 %), M = 8 0.068 (3,740 steps against
             2,661; at 4,790 steps 0.063, 2 % in the empty squares).
         w: the stabiliser, >= 0.
