@@ -379,7 +379,7 @@ class ImplicitRegressor(RegressorMixin, BaseEstimator):
             if self.inference == "gradient":
                 # Adam's fixed step leaves each end point jittering by about its step size;
                 # a second pass with a 10x smaller step polishes the max_modes best merged
-                # modes (predict: one per input, not the 16 padded slots: 2x faster).
+                # modes (predict: one per input, not the batch's largest mode count).
                 result = infer(energy.net, x_s, solver=Adam(lr=_POLISH_LR),
                                init=_first_modes(result, max_modes).y, **options)
         trajectory = result.trajectory
