@@ -292,8 +292,9 @@ def sample(
 
     At the end the run is checked, and one :class:`ebmlab.SamplerWarning` names every figure
     that says the samples should not be trusted: divergent steps after burn-in, a
-    rank-normalised :math:`\hat R` above 1.01, a bulk ESS below 100 (both over all chains,
-    worst coordinate, with at least 4 kept samples) and stuck chains. A healthy run is
+    rank-normalised :math:`\hat R` above 1.01, a bulk ESS below 100 (both over all chains, or
+    1,024 evenly spaced ones when there are more, see :meth:`Chain.summary`; worst
+    coordinate, with at least 4 kept samples) and stuck chains. A healthy run is
     silent; :meth:`Chain.summary` reports the same figures.
 
     Args:
