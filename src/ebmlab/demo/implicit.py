@@ -175,6 +175,11 @@ def goal_features(observation: Tensor) -> Tensor:
     the distance to goal 1 is what the oracle's switch depends on. A policy design choice
     (``bench_implicit.py --goal-features`` gives it to both policies); measured on seed 1 at
     4,000 steps: implicit 0.92, MSE 0.22 (raw observation: 0.54, 0.40).
+
+    Example:
+        >>> import torch
+        >>> goal_features(torch.zeros(3, 8)).shape
+        torch.Size([3, 16])
     """
     p, v = observation[:, :2], observation[:, 2:4]
     d1, d2 = observation[:, 4:6] - p, observation[:, 6:8] - p
