@@ -204,5 +204,4 @@ def uniform_jumps(
             y = torch.where(is_accepted.view(view), proposal, y)
             e = torch.where(is_accepted, e_new, e)
             moved |= is_accepted
-            can_jump = can_jump | is_accepted
     return y.detach(), moved.double().mean()
