@@ -19,15 +19,12 @@ from ebmlab.samplers.state import NUTSInfo, State
 __all__ = ["NUTS"]
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
 def _no_u_turn(p_start: Tensor, p_end: Tensor, rho: Tensor, inv_mass: float | Tensor) -> Tensor:
     # Generalised criterion (Betancourt 2017): both end velocities still point along rho.
     if isinstance(inv_mass, Tensor):
         rho = rho * inv_mass
-    return (_dot(p_start, rho) > 0) & (_dot(p_end, rho) > 0)
+    dots = (torch.stack([p_start, p_end]) * rho).flatten(2).sum(2)  # two dots in one
+    return (dots > 0).all(0)
 
 
 def _merge_ok(first: tuple[Tensor, Tensor, Tensor], second: tuple[Tensor, Tensor, Tensor],
@@ -37,12 +34,17 @@ def _merge_ok(first: tuple[Tensor, Tensor, Tensor], second: tuple[Tensor, Tensor
     ``first`` and ``second`` are ``(p_outer, p_inner, rho)`` of each tree: the momentum at
     its end away from the other tree, at its end next to it, and its momentum sum. Besides the
     merged tree, each tree extended by the other's nearest state must not U-turn (Stan 2.23+),
-    which stops the doubling of a trajectory whose halves each wrapped around.
+    which stops the doubling of a trajectory whose halves each wrapped around. The three
+    criteria's six dot products are computed in one batched product (the same numbers as
+    one at a time).
     """
     (a_out, a_in, a_rho), (b_out, b_in, b_rho) = first, second
-    return (_no_u_turn(a_out, b_out, a_rho + b_rho, inv_mass)
-            & _no_u_turn(a_out, b_in, a_rho + b_in, inv_mass)
-            & _no_u_turn(a_in, b_out, b_rho + a_in, inv_mass))
+    rho = torch.stack([a_rho + b_rho, a_rho + b_in, b_rho + a_in]).unsqueeze(1)
+    if isinstance(inv_mass, Tensor):
+        rho = rho * inv_mass
+    ends = torch.stack([a_out, b_out, a_out, b_in, a_in, b_out]).view(3, 2, *a_out.shape)
+    dots = (ends * rho).flatten(3).sum(3)
+    return (dots > 0).flatten(0, 1).all(0)
 
 
 def _rows(t: Any, idx: Tensor | None) -> Any:
@@ -190,6 +192,7 @@ class NUTS(Kernel):
             "accept": [],  # one (chains,) row per leapfrog step, summed at the end
             "num": torch.zeros(chains, dtype=torch.long, device=device),
             "divergent": torch.zeros(chains, dtype=torch.long, device=device),
+            "partial": [],  # (row of accept, working set, accept, is_finite) when compacted
         }
         idx: Tensor | None = None
         for j in range(self.max_tree_depth):
@@ -216,11 +219,31 @@ class NUTS(Kernel):
             if idx.numel() == chains:
                 idx = None
 
-        num_steps = stats["num"]
-        # Summed as one stack (not accumulated) so that the rounding is that of earlier releases.
-        rate = torch.stack(stats["accept"]).sum(0) / num_steps.clamp(min=1)
+        num_steps, rate = self._totals(stats, chains)
         info = NUTSInfo(rate, tree["is_accepted"], stats["divergent"] > 0, depth, num_steps)
         return tree["sample"], info
+
+    @staticmethod
+    def _totals(stats: dict[str, Any], chains: int) -> tuple[Tensor, Tensor]:
+        """The steps per chain and the mean acceptance; the steps made on a compacted working
+        set are scattered into one ``(steps, chains)`` matrix here (one op for all, not two
+        per step). Summed as one matrix (not accumulated): the rounding of earlier releases."""
+        rows, partial, num = stats["accept"], stats["partial"], stats["num"]
+        if not partial:
+            return num, torch.stack(rows).sum(0) / num.clamp(min=1)
+        like = partial[0][2]
+        full = [r for r in rows if r is not None]
+        matrix = like.new_zeros((len(rows), chains))
+        if full:
+            matrix[[k for k, r in enumerate(rows) if r is not None]] = torch.stack(full)
+        counts = torch.tensor([q[1].numel() for q in partial], device=like.device)
+        where = torch.tensor([q[0] for q in partial], device=like.device)
+        cols = torch.cat([q[1] for q in partial])
+        matrix[where.repeat_interleave(counts), cols] = torch.cat([q[2] for q in partial])
+        num = num + torch.bincount(cols, minlength=chains)
+        bad = ~torch.cat([q[3] for q in partial])
+        stats["divergent"] = stats["divergent"].index_add(0, cols, bad.long())
+        return num, matrix.sum(0) / num.clamp(min=1)
 
     def _build(  # noqa: C901 - one algorithm, kept in one place on purpose
         self,
@@ -265,11 +288,9 @@ class NUTS(Kernel):
                 stats["accept"].append(accept)
                 stats["num"] += 1
                 stats["divergent"] += ~is_finite
-            else:
-                zeros = torch.zeros(chains, dtype=dtype, device=device)
-                stats["accept"].append(zeros.index_copy_(0, idx, accept))
-                stats["num"].index_add_(0, idx, torch.ones_like(idx))
-                stats["divergent"].index_add_(0, idx, (~is_finite).long())
+            else:  # scattered into the batch's rows at the end of the step (_totals)
+                stats["accept"].append(None)
+                stats["partial"].append((len(stats["accept"]) - 1, idx, accept, is_finite))
             alive = t["alive"] & is_finite
             # Uniform progressive sampling inside the sub-tree: take state i w.p. w_i / W.
             new_log_w = torch.logaddexp(t["sub_log_w"], log_w)
@@ -285,22 +306,22 @@ class NUTS(Kernel):
             # Each block is the merge of two halves of 2^(l-1) states: the merged criterion
             # and Stan's two extra checks across the halves (_merge_ok).
             starts, ends, total = t["starts"], t["ends"], t["total"]
-            for level in range(1, j + 1):
-                if i % (1 << level) == 0:
-                    starts[level] = (total, p)
+            # The levels l <= j with i % 2^l == 0 (all for i = 0) and (i + 1) % 2^l == 0.
+            top = j if i == 0 else min(j, (i & -i).bit_length() - 1)
+            done = min(j, ((i + 1) & -(i + 1)).bit_length() - 1)
+            for level in range(1, top + 1):
+                starts[level] = (total, p)
             total = total + p
-            for level in range(1, j + 1):
-                if (i + 1) % (1 << level) == 0:
-                    before, p_first = starts[level]
-                    if level == 1:  # two single states: the extra checks are the same one
-                        alive = alive & _no_u_turn(p_first, p, total - before, inv_mass)
-                        continue
-                    middle, p_mid = starts[level - 1]  # the second half's start
-                    alive = alive & _merge_ok((p_first, ends[level - 1], middle - before),
-                                              (p, p_mid, total - middle), inv_mass)
-            for level in range(j + 1):
-                if (i + 1) % (1 << level) == 0:
-                    ends[level] = p
+            for level in range(1, done + 1):
+                before, p_first = starts[level]
+                if level == 1:  # two single states: the extra checks are the same one
+                    alive = alive & _no_u_turn(p_first, p, total - before, inv_mass)
+                    continue
+                middle, p_mid = starts[level - 1]  # the second half's start
+                alive = alive & _merge_ok((p_first, ends[level - 1], middle - before),
+                                          (p, p_mid, total - middle), inv_mass)
+            for level in range(done + 1):
+                ends[level] = p
             t.update(y=y, p=p, g=g, total=total, alive=alive)
             if i + 1 < size:  # compaction: the stopped chains leave the working set
                 keep = alive.nonzero().flatten()  # one host read per leapfrog step
