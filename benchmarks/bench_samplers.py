@@ -13,12 +13,15 @@ Pyro's NUTS in the same run (skipped with a message if ``pyro`` is not importabl
 gradients NUTS computed and used (compaction: equal).
 
 Run: ``python benchmarks/bench_samplers.py [--repeats N] [--only all|ops|timing|ess]
-[--quick]``.
+[--quick]``; ``--only ess --targets banana funnel --samplers NUTS Pyro --pyro-groups 4``
+re-runs those rows only (the others are kept from the committed JSON) with Pyro on four
+independent 4-chain groups. ``--quick`` writes ``*_quick`` tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 import warnings
@@ -27,7 +30,7 @@ import torch
 
 import ebmlab as eb
 
-from common import compare, with_threads, write
+from common import RESULTS, compare, with_threads, write
 
 # The untrained MLP energy is close to linear, so NUTS trees never U-turn on it: the depth
 # cap (2^5 - 1 = 31 leapfrog steps per step) is what bounds the cost there.
@@ -381,9 +384,41 @@ def _range(groups: list[float], scale: float) -> str:
     return f"{min(groups) * scale:.3g}-{max(groups) * scale:.3g}"
 
 
-def ess_rows(quick: bool) -> list[dict[str, object]]:
+def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
+    """Pyro's NUTS on ``groups`` independent groups of ``size`` chains (group g: rows
+    g*size.., seeds 3 + g*size, as ``--only pyro_groups``): the main figures are group 0's,
+    the *_g ones all groups' ESS over all their gradients and seconds."""
+    per_group = []
+    for g in range(groups):
+        chunk = y0[g * size:(g + 1) * size]
+        draws, grads, seconds = _pyro_nuts(energy, chunk, burn_in, steps, 3 + g * size)
+        ess = float(eb.diagnostics.ess_bulk(draws).min())
+        per_group.append({"target": tname, "group": g, "chains": size, "ess_min": ess,
+                          "gradients": grads, "ess_per_1k_grad": 1000 * ess / grads,
+                          "seconds": seconds, "ess_per_s": ess / seconds,
+                          "r_hat_max": float(eb.diagnostics.r_hat(draws).max())})
+        print(per_group[-1], flush=True)
+    first = per_group[0]
+    total_ess = sum(r["ess_min"] for r in per_group)
+    total_grads = sum(r["gradients"] for r in per_group)
+    row = {"target": tname, "sampler": "Pyro NUTS", "chains": size, "groups": groups,
+           "ess_min": first["ess_min"], "gradients": first["gradients"],
+           "ess_per_1k_grad": first["ess_per_1k_grad"], "ess_per_s": first["ess_per_s"],
+           "ess_per_1k_grad_g": 1000 * total_ess / total_grads,
+           "g_range": (_range([r["ess_per_1k_grad"] for r in per_group], 1.0)
+                       if groups > 1 else ""),
+           "ess_per_s_g": total_ess / sum(r["seconds"] for r in per_group),
+           "r_hat_max": first["r_hat_max"]}
+    return row, per_group
+
+
+def ess_rows(quick: bool, targets: list[str] | None = None, samplers: list[str] | None = None,
+             pyro_groups: int = 1) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The samplers_ess rows of the targets and samplers asked for (all by default), and
+    Pyro's per-group rows (samplers_ess_pyro_groups) when it runs more than one group."""
     chains, burn_in, steps = (4, 200, 200) if quick else (16, 500, 1000)
     pyro_chains = min(chains, 4)
+    pyro_groups = max(1, min(pyro_groups, chains // pyro_chains))
     try:
         import pyro  # noqa: F401
 
@@ -397,12 +432,16 @@ def ess_rows(quick: bool) -> list[dict[str, object]]:
         "HMC": lambda: eb.samplers.HMC(0.1, 10),
         "MALA": lambda: eb.samplers.MALA(0.05),
     }
-    rows = []
+    rows, group_rows = [], []
     for tname, energy in ess_targets().items():
+        if targets and not any(t in tname for t in targets):
+            continue
         d = energy.y_shape[0]
         y0 = torch.randn(chains, d, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64) * 0.5
         for kname, make in kernels.items():
+            if samplers and kname not in samplers:
+                continue
             counting = _Counting(energy)
             start = time.perf_counter()
             with warnings.catch_warnings():
@@ -414,7 +453,7 @@ def ess_rows(quick: bool) -> list[dict[str, object]]:
             groups = _group_ess(chain.samples, pyro_chains)
             used = (int(chain.info.num_integration_steps.sum()) if kname == "NUTS" else None)
             row = {"target": tname, "sampler": f"ebmlab {kname}", "chains": chains,
-                   "ess_min": ess, "gradients": counting.rows,
+                   "groups": len(groups), "ess_min": ess, "gradients": counting.rows,
                    "ess_per_1k_grad": 1000 * ess / counting.rows, "ess_per_s": ess / seconds,
                    "ess_per_1k_grad_g": 1000 * sum(groups) / counting.rows,
                    "g_range": _range(groups, 1000 * len(groups) / counting.rows),
@@ -432,23 +471,44 @@ def ess_rows(quick: bool) -> list[dict[str, object]]:
                 row["grad_computed_over_used"] = counting.rows / max(used, 1)
             rows.append(row)
             print(row, flush=True)
-        if has_pyro:
-            draws, grads, seconds = _pyro_nuts(energy, y0[:pyro_chains], burn_in, steps, 3)
-            ess = float(eb.diagnostics.ess_bulk(draws).min())
-            row = {"target": tname, "sampler": "Pyro NUTS", "chains": pyro_chains,
-                   "ess_min": ess, "gradients": grads, "ess_per_1k_grad": 1000 * ess / grads,
-                   "ess_per_s": ess / seconds, "ess_per_1k_grad_g": 1000 * ess / grads,
-                   "ess_per_s_g": ess / seconds,
-                   "r_hat_max": float(eb.diagnostics.r_hat(draws).max())}
+        if has_pyro and (not samplers or "Pyro" in samplers):
+            row, per_group = _pyro_row(tname, energy, y0, burn_in, steps, pyro_chains,
+                                       pyro_groups)
             rows.append(row)
             print(row, flush=True)
-    return rows
+            if pyro_groups > 1:
+                group_rows += per_group
+    return rows, group_rows
 
 
-def main_ess(quick: bool) -> None:
-    rows = with_threads(1, lambda: ess_rows(quick))
-    write("samplers_ess", rows,
-          ["target", "sampler", "chains", "ess_min", "gradients", "ess_per_1k_grad",
+def _merged(name: str, new: list[dict[str, object]], key: tuple[str, ...]) -> list[dict]:
+    """The rows of ``results/<name>.json`` with those of ``new`` (same ``key``) replaced,
+    new keys appended: a partial re-run keeps the other rows of the committed table."""
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {tuple(r[k] for k in key): r for r in new}
+    rows = [fresh.pop(tuple(r[k] for k in key), r) for r in old]
+    return rows + list(fresh.values())
+
+
+def main_ess(quick: bool, targets: list[str] | None = None,
+             samplers: list[str] | None = None, pyro_groups: int = 1) -> None:
+    rows, group_rows = with_threads(1, lambda: ess_rows(quick, targets, samplers,
+                                                        pyro_groups))
+    partial = bool(targets or samplers) and not quick
+    if partial:
+        rows = _merged("samplers_ess", rows, ("target", "sampler"))
+    rerun = (f" Rows re-run on {time.strftime('%Y-%m-%d %H:%M')} (targets {targets or 'all'}, "
+             f"samplers {samplers or 'all'}); the other rows are kept from the table's "
+             "previous run (another load: compare per-second figures within one run)."
+             if partial else "")
+    suffix = "_quick" if quick else ""  # a reduced run leaves the committed tables alone
+    if group_rows:
+        main_pyro_groups_write(_merged("samplers_ess_pyro_groups", group_rows,
+                                       ("target", "group")) if not quick else group_rows,
+                               suffix)
+    write("samplers_ess" + suffix, rows,
+          ["target", "sampler", "chains", "groups", "ess_min", "gradients", "ess_per_1k_grad",
            "ess_per_s", "ess_per_1k_grad_g", "g_range", "ess_per_s_g", "r_hat_max",
            "grad_computed_over_used"],
           "Bulk ESS (worst coordinate) per 1,000 gradients and per second, 1 thread, float64. "
@@ -464,7 +524,10 @@ def main_ess(quick: bool) -> None:
           "estimate as Pyro; g_range: the lowest and highest single group's ESS per 1,000 "
           "gradients (how much one 4-chain figure, such as Pyro's, varies). "
           "grad_computed_over_used: NUTS's gradients evaluated over those "
-          "its trees used, over 20 extra steps (compaction: 1.0; target <= 1.25).")
+          "its trees used, over 20 extra steps (compaction: 1.0; target <= 1.25). groups: "
+          "how many groups of 4 chains the *_g figures come from (Pyro with --pyro-groups "
+          "N: N independent 4-chain runs, as in samplers_ess_pyro_groups; its main figures "
+          "are group 0's)." + rerun)
 
 
 def pyro_group_rows(targets: list[str], chains: int) -> list[dict[str, object]]:
@@ -496,8 +559,11 @@ def pyro_group_rows(targets: list[str], chains: int) -> list[dict[str, object]]:
 
 
 def main_pyro_groups(targets: list[str], chains: int) -> None:
-    rows = with_threads(1, lambda: pyro_group_rows(targets, chains))
-    write("samplers_ess_pyro_groups", rows,
+    main_pyro_groups_write(with_threads(1, lambda: pyro_group_rows(targets, chains)))
+
+
+def main_pyro_groups_write(rows: list[dict[str, object]], suffix: str = "") -> None:
+    write("samplers_ess_pyro_groups" + suffix, rows,
           ["target", "group", "chains", "ess_min", "gradients", "ess_per_1k_grad", "seconds",
            "ess_per_s", "r_hat_max"],
           "Pyro's NUTS (adapted step and diagonal mass, 500 warm-up, 1,000 kept) on "
@@ -516,14 +582,22 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="reduced sizes for ess")
     parser.add_argument("--pyro-chains", type=int, default=16,
                         help="chains of --only pyro_groups (groups of 4)")
-    parser.add_argument("--targets", nargs="+", default=["banana", "funnel"],
-                        help="targets of --only pyro_groups (substrings of their names)")
+    parser.add_argument("--targets", nargs="+", default=None,
+                        help="targets of --only ess (default all; the other rows are kept "
+                             "from the committed JSON) and --only pyro_groups (default banana "
+                             "funnel): substrings of their names")
+    parser.add_argument("--samplers", nargs="+", default=None,
+                        choices=["NUTS", "HMC", "MALA", "Pyro"],
+                        help="samplers of --only ess (default all)")
+    parser.add_argument("--pyro-groups", type=int, default=1,
+                        help="--only ess: independent 4-chain Pyro groups per target (also "
+                             "written to samplers_ess_pyro_groups when > 1)")
     args = parser.parse_args()
     if args.only in ("all", "ops"):
         with_threads(1, count_ops)
     if args.only in ("all", "timing"):
         main(args.repeats, args.threads)
     if args.only in ("all", "ess"):
-        main_ess(args.quick)
+        main_ess(args.quick, args.targets, args.samplers, args.pyro_groups)
     if args.only == "pyro_groups":
-        main_pyro_groups(args.targets, args.pyro_chains)
+        main_pyro_groups(args.targets or ["banana", "funnel"], args.pyro_chains)

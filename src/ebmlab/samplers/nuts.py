@@ -81,13 +81,20 @@ class _Doubling:
         """Keep the rows ``keep`` of the working set."""
         self.idx = keep if self.idx is None else self.idx[keep]
         t = self.t
+        done: dict[int, Tensor] = {}  # one index op per distinct tensor (levels share some)
+
+        def rows(a: Tensor) -> Tensor:
+            if id(a) not in done:
+                done[id(a)] = a[keep]
+            return done[id(a)]
+
         for name, value in t.items():
             if name == "starts":
-                t[name] = [(a[keep], b[keep]) for a, b in value]
+                t[name] = [(rows(a), rows(b)) for a, b in value]
             elif name == "ends":
-                t[name] = [a[keep] for a in value]
+                t[name] = [rows(a) for a in value]
             elif isinstance(value, Tensor) and value.ndim and name not in self.fixed:
-                t[name] = value[keep]
+                t[name] = rows(value)
         self._bind()
 
 
@@ -260,13 +267,14 @@ class NUTS(Kernel):
         dtype, device = t["h0"].dtype, t["h0"].device
         beta = self.beta
         n = t["h0"].shape[0]
-        fm = t["forward"].view((n,) + (1,) * (t["y0"].ndim - 1))
+        fm = t["forward"].view((n,) + (1,) * (t["y0"].ndim - 1))  # before y0 is dropped
         idx = work.idx
         t["y"], t["p"], t["g"] = (torch.where(fm, _rows(r, idx), _rows(lft, idx))
                                   for r, lft in zip(tree["right"], tree["left"], strict=True))
         t["alive"] = torch.ones(n, dtype=torch.bool, device=device)
         t["sub_log_w"] = torch.full((n,), -math.inf, dtype=dtype, device=device)
-        t["sub_y"], t["sub_e"], t["sub_g"] = t["y0"], t["e0"], t["g0"]
+        # The start's state (unused unless a state is taken), and no longer carried.
+        t["sub_y"], t["sub_e"], t["sub_g"] = t.pop("y0"), t.pop("e0"), t.pop("g0")
         t["total"] = torch.zeros_like(t["p"])
         t["starts"] = [(t["total"], t["p"])] * (j + 1)
         t["ends"] = [t["p"]] * (j + 1)  # level l: the last momentum of the last 2^l block
