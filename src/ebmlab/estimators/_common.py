@@ -64,6 +64,21 @@ class _TemperedMLP(Energy):
             raise ValueError("the energy of an ImplicitRegressor is conditional; got x=None")
         return self.body(y, x) * self.temperature(x).squeeze(-1).exp()
 
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`e^{t(x)} F` and :math:`e^{t(x)} \nabla_y F`, detached.
+
+        The MLP's written-out gradient (:meth:`MLPEnergy.energy_and_grad`) scaled by the
+        temperature, which does not depend on ``y``: no autograd graph per inference step
+        (autograd's backward was 30 % of ``predict`` on particle states). The gradient equals
+        autograd's up to float rounding (the product is taken after the MLP's backward).
+        """
+        if x is None:
+            raise ValueError("the energy of an ImplicitRegressor is conditional; got x=None")
+        e, g = self.body.energy_and_grad(y, x)
+        with torch.no_grad():
+            scale = self.temperature(x).squeeze(-1).exp()
+        return e * scale, g * scale.reshape(-1, *([1] * (g.ndim - 1)))
+
 
 class _Standardized(Energy):
     r"""An energy on the data's units: :math:`E(x, y) = E_{net}((x - m)/s, (y - c)/h)`.
