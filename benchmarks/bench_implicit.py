@@ -11,8 +11,9 @@
    Optimal NLL: -0.326 (ds1), -1.486 (ds2).
    Fit and predict time of the implicit model against the MDN at the same size.
 2. Particle task: implicit policy (``ebmlab.demo.implicit.POLICY_OPTIONS``: maximum
-   likelihood) vs MSE policy (same widths, same steps, same oracle demonstrations), success
-   over 50 episodes at the same goal tolerance 0.05.
+   likelihood) vs MSE policy (same widths, same steps, same oracle demonstrations, the same
+   inputs: ``demo.implicit.goal_features`` of the observation, or the raw observation with
+   ``--raw-observation``), success over 50 episodes at the same goal tolerance 0.05.
 
 Budget: 5 seeds of ds1/ds2 (``--seeds``) and of the particle task (``--policy-seeds``),
 1,500 steps per regression model, 1,000 demonstrations / 4,000 steps per policy, at
@@ -47,10 +48,11 @@ from ebmlab.demo.implicit import (  # noqa: E402
     POLICY_DEMOS,
     POLICY_OPTIONS,
     POLICY_STEPS,
+    POLICY_SWITCH_RADIUS,
     GaussianRegressor,
     MixtureDensityNetwork,
     demonstrations,
-    goal_features,
+    policy_inputs,
     success_rate,
 )
 
@@ -132,10 +134,12 @@ def regression(name: str, seed: int, steps: int, infonce: bool = True) -> list[d
 
 
 def particle(demos: int, steps: int, episodes: int, seed: int,
-             figure: Path | None = None, features: bool = False) -> list[dict]:
-    # --goal-features: both policies see goal_features(observation), the same for both.
-    feats = goal_features if features else (lambda o: o)
-    obs, act = demonstrations(demos, seed=seed)
+             figure: Path | None = None, raw_observation: bool = False,
+             switch_radius: float | None = POLICY_SWITCH_RADIUS) -> list[dict]:
+    # Both policies see the same inputs: goal_features(observation), or with
+    # --raw-observation the environment's 8 numbers.
+    feats = policy_inputs(raw_observation)
+    obs, act = demonstrations(demos, seed=seed, switch_radius=switch_radius)
     obs = feats(obs)
     start = time.perf_counter()
     implicit = eb.ImplicitRegressor(hidden_layer_sizes=HIDDEN, max_iter=steps,
@@ -198,7 +202,8 @@ def _unit(task: tuple[str, int, argparse.Namespace]) -> list[dict]:
     if name == "particle":
         figure = args.figure if seed == 0 else None
         return particle(args.demos, args.policy_steps, args.episodes, seed=seed, figure=figure,
-                        features=args.goal_features)
+                        raw_observation=args.raw_observation,
+                        switch_radius=args.switch_radius)
     return regression(name, seed, args.steps, infonce=not args.no_infonce)
 
 
@@ -218,8 +223,12 @@ def main() -> None:
     parser.add_argument("--name", default="implicit", help="results/<name>.json/.md")
     parser.add_argument("--figure", type=Path, default=None,
                         help="PNG of the particle trajectories of seed 0's two policies")
+    parser.add_argument("--raw-observation", action="store_true",
+                        help="both policies see the raw observation, not goal_features")
     parser.add_argument("--goal-features", action="store_true",
-                        help="both policies see demo.implicit.goal_features(observation)")
+                        help="the default since the sixth session (kept for old commands)")
+    parser.add_argument("--switch-radius", type=float, default=POLICY_SWITCH_RADIUS,
+                        help="the demonstrator's goal switch (0.05: the fifth session's)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -261,8 +270,8 @@ def _table(parts: dict[int, list[dict]], tasks: list, args: argparse.Namespace,
     asked = " (the issue asks 5: fewer to fit the CPU time)" if fewer else ""
     unfinished = (f" STOPPED EARLY: {len(done)} of {len(tasks)} units finished; "
                   if len(done) < len(tasks) else "")
-    features = (" (both on goal_features: goal - position, distances, radial velocities)"
-                if args.goal_features else "")
+    features = (" (both on the raw 8-number observation)" if args.raw_observation else
+                " (both on goal_features: goal - position, distances, radial velocities)")
     notes = (
         f"{unfinished}1 thread per unit, {args.jobs} (data set, seed) unit(s) side by side; "
         f"load average {load:.1f} on 2 shared cores (the times are wall times under that "
@@ -271,8 +280,8 @@ def _table(parts: dict[int, list[dict]], tasks: list, args: argparse.Namespace,
         f"*_sd: standard deviation over the seeds); {args.steps} steps per regression model, "
         f"{args.demos} demonstrations and {args.policy_steps} steps per policy{features}, "
         f"{args.episodes} evaluation episodes at tolerance 0.05 for both policies (the "
-        f"oracle of the demonstrations switches goal at the same 0.05; budgets scaled down "
-        f"to this CPU, far below IBC's); total "
+        f"oracle of the demonstrations switches goal at {args.switch_radius:g} from goal 1; "
+        f"budgets scaled down to this CPU, far below IBC's); total "
         f"{time.perf_counter() - began:.0f} s. Optimal NLL: ds1 -0.326, ds2 -1.486."
     )
     # A smoke run never replaces the committed table.

@@ -25,6 +25,7 @@ from ebmlab.demo.implicit import (
     POLICY_STEPS,
     GaussianRegressor,
     demonstrations,
+    policy_inputs,
     success_rate,
 )
 
@@ -40,12 +41,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="folder for the figure")
+    parser.add_argument("--raw-observation", action="store_true",
+                        help="both policies see the 8 raw numbers, not goal_features")
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.demos, args.steps, args.episodes, args.hidden = 10, 30, 4, [16]
     torch.set_num_threads(1)
+    # Both policies see the same inputs: goal_features(observation) unless --raw-observation.
+    feats = policy_inputs(args.raw_observation)
     obs, act = demonstrations(args.demos, seed=args.seed)
+    obs = feats(obs)
     hidden = tuple(args.hidden)
 
     start = time.perf_counter()
@@ -58,16 +64,20 @@ def main(argv: list[str] | None = None) -> dict:
     fit_mse = time.perf_counter() - start
 
     def implicit_policy(o: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(implicit.predict(o.numpy()), dtype=o.dtype)
+        return torch.as_tensor(implicit.predict(feats(o).numpy()), dtype=o.dtype)
+
+    def mse_policy(o: torch.Tensor) -> torch.Tensor:
+        return mse.predict(feats(o))
 
     start = time.perf_counter()
     rate_i, roll_i = success_rate(implicit_policy, args.episodes, tolerance=args.tolerance,
                                   seed=args.seed + 1)
     eval_implicit = time.perf_counter() - start
-    rate_m, roll_m = success_rate(mse.predict, args.episodes, tolerance=args.tolerance,
+    rate_m, roll_m = success_rate(mse_policy, args.episodes, tolerance=args.tolerance,
                                   seed=args.seed + 1)
     result = {"demos": args.demos, "pairs": len(obs), "steps": args.steps,
               "episodes": args.episodes, "tolerance": args.tolerance, "hidden": list(hidden),
+              "inputs": "raw observation" if args.raw_observation else "goal_features",
               "implicit_success": rate_i, "mse_success": rate_m,
               "fit_seconds": {"implicit": fit_implicit, "mse": fit_mse},
               "eval_seconds_implicit": eval_implicit}
