@@ -116,6 +116,8 @@ class MLPEnergy(Energy):
         plan = self._plan()
         if plan is None:
             return super().energy_and_grad(y, x)
+        if torch.compiler.is_compiling():
+            return self._traced_energy_and_grad(plan, y, x)
         h = self._inputs(y, x)
         with torch.no_grad():
             saved = []
@@ -134,6 +136,47 @@ class MLPEnergy(Energy):
                 g = backward(g, pre, out).mm(plan[i][0].weight)
             energy = h.squeeze(-1)
         return energy, (g[:, : self.y_dim] if self.x_dim else g)
+
+    def _traced_energy_and_grad(
+        self, plan: list[tuple[nn.Linear, tuple | None]], y: Tensor, x: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`energy_and_grad` as ``torch.compile`` traces it: the same math, other rounding.
+
+        - The first layer is split into its ``y`` and ``x`` columns: ``x``'s part (with the
+          bias) is the same at every step of a compiled block (``eb.infer``), so the
+          compiler computes it once per block (common subexpressions are merged), and the
+          input gradient is the product with the ``y`` columns only (no concatenation, no
+          slice: a contiguous gradient, which the solver's element-wise update vectorises).
+        - A bias is subtracted negated (``mm(h, W.T) - (-b)``, equal to ``+ b`` exactly):
+          on the CPU the compiler turns ``mm + b`` into ``addmm``, which first copies the
+          bias into the output (14 % of a compiled step); a subtraction is left alone and
+          fuses into the activation's kernel.
+        """
+        if self.x_dim and x is None:
+            raise ValueError(f"MLPEnergy is conditional (x_dim={self.x_dim}); got x=None")
+        if not self.x_dim and x is not None:
+            raise ValueError("MLPEnergy is unconditional (x_dim=0); got x, expected None")
+        with torch.no_grad():
+            first = plan[0][0]
+            weight_y = first.weight[:, : self.y_dim]
+            if x is not None:
+                neg_bias = -functional.linear(
+                    x.reshape(x.shape[0], -1), first.weight[:, self.y_dim :], first.bias)
+            else:
+                neg_bias = -first.bias
+            h, saved = y, []
+            for i, (linear, act) in enumerate(plan[:-1]):
+                z = torch.mm(h, (weight_y if i == 0 else linear.weight).t()) - (
+                    neg_bias if i == 0 else -linear.bias)
+                h = act[0](z)
+                saved.append((z, h, act[1]))
+            last = plan[-1][0]
+            energy = functional.linear(h, last.weight, last.bias).squeeze(-1)
+            g = last.weight.expand(h.shape[0], last.weight.shape[1])
+            for i in range(len(saved) - 1, -1, -1):
+                pre, out, backward = saved[i]
+                g = backward(g, pre, out).mm(weight_y if i == 0 else plan[i][0].weight)
+        return energy, g
 
     def _plan(self) -> list[tuple[nn.Linear, tuple | None]] | None:
         """(linear, (activation, its backward) or None) per layer, or None: use autograd."""
