@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["COMPILE_MODES", "check_compile", "compiled", "Compiled"]
+__all__ = ["COMPILE_MODES", "check_compile", "compiled", "Compiled", "MergeRepeatedWork"]
 
 # What ``compile=`` accepts besides True/False/None.
 COMPILE_MODES = ("default", "cuda-graph")
@@ -38,6 +38,78 @@ def check_compile(compile: bool | str | None, *, name: str = "compile") -> str |
     raise ValueError(
         f"{name} must be False, True, 'default' or 'cuda-graph'; got {compile!r}"
     )
+
+
+# Ops whose result is fresh, uninitialised memory: two of them are never the same value.
+_UNMERGEABLE = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+
+
+class MergeRepeatedWork:
+    """An inductor graph pass: identical pure operations on identical inputs run once.
+
+    A compiled block unrolls several solver steps, so what a step computes from inputs that
+    do not change along the block (an energy's parameter- and ``x``-derived terms, such as
+    the ``x`` columns of an MLP's first layer) appears once per step in the graph; inductor
+    merges repeated element-wise work into its kernels, but not repeated matrix products.
+    This pass (``post_grad_custom_pre_pass``, on the functional post-autograd graph) keeps
+    the first of each set of identical ``call_function`` nodes (same ATen overload, same
+    arguments) and points the others' users at it. Mutating, random (seeded) and
+    allocating ops are left alone, so the graph computes the same values.
+
+    Example:
+        >>> import torch
+        >>> g = torch.fx.symbolic_trace(lambda a: torch.ops.aten.neg.default(a)
+        ...                             + torch.ops.aten.neg.default(a)).graph
+        >>> MergeRepeatedWork()(g)
+        >>> sum(n.op == "call_function" for n in g.nodes)
+        2
+    """
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        seen: dict[tuple, torch.fx.Node] = {}
+        for node in list(graph.nodes):
+            target = node.target
+            if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+                continue
+            schema = target._schema
+            if (
+                schema.is_mutable
+                or torch.Tag.nondeterministic_seeded in target.tags
+                or target.overloadpacket.__name__ in _UNMERGEABLE
+            ):
+                continue
+            try:
+                key = (target, _frozen(node.args), _frozen(node.kwargs))
+                hash(key)
+            except TypeError:  # an unhashable argument: leave the node alone
+                continue
+            if key in seen:
+                node.replace_all_uses_with(seen[key])
+                graph.erase_node(node)
+            else:
+                seen[key] = node
+
+    def uuid(self) -> str:
+        """Identifies the pass for inductor's cache of compiled graphs."""
+        return "ebmlab.MergeRepeatedWork.1"
+
+
+_MERGE = MergeRepeatedWork()
+# torch.compile'd functions by (fn, mode, dynamic, merge_repeated), see Compiled._build.
+_BUILT: dict[tuple, Callable] = {}
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, torch.fx.Node) or value is None:
+        return value
+    if isinstance(value, (bool, int, float, str, torch.dtype, torch.device, torch.layout,
+                          torch.memory_format)):
+        return (type(value).__name__, value)
+    raise TypeError(f"not a plain argument: {type(value).__name__}")
 
 
 def _has_cuda_tensor(value: Any) -> bool:
@@ -99,11 +171,15 @@ class Compiled:
     numbers as a purely eager run. An error that ``fn`` raises eagerly too propagates.
     """
 
-    def __init__(self, fn: Callable, mode: str, what: str, dynamic: bool | None = False) -> None:
+    def __init__(
+        self, fn: Callable, mode: str, what: str, dynamic: bool | None = False,
+        merge_repeated: bool = False,
+    ) -> None:
         self.fn = fn
         self.mode = mode
         self.what = what
         self.dynamic = dynamic
+        self.merge_repeated = merge_repeated
         self.is_eager = False
         self._impl: Callable | None = None
 
@@ -117,10 +193,25 @@ class Compiled:
                 stacklevel=4,
             )
             mode = self.mode = "default"
+        key = (self.fn, mode, self.dynamic, self.merge_repeated)
+        if key in _BUILT:
+            return _BUILT[key]
         options: dict[str, Any] = {"dynamic": self.dynamic}
-        if mode == "cuda-graph":
+        if self.merge_repeated:
+            # torch.compile takes a mode or inductor options, not both: "reduce-overhead"
+            # is the CUDA-graph option.
+            inductor: dict[str, Any] = {"post_grad_custom_pre_pass": _MERGE}
+            if mode == "cuda-graph":
+                inductor["triton.cudagraphs"] = True
+            options["options"] = inductor
+        elif mode == "cuda-graph":
             options["mode"] = "reduce-overhead"
-        return _torch_compile(self.fn, **options)
+        built = _torch_compile(self.fn, **options)
+        if self.merge_repeated and _torch_compile is torch.compile:
+            # One compiled function per (fn, options) in the process: a new torch.compile
+            # with inductor options is a new backend, whose first call would compile again.
+            _BUILT[key] = built
+        return built
 
     def _fall_back(self, err: BaseException) -> None:
         self.is_eager = True
@@ -167,7 +258,8 @@ class Compiled:
 
 
 def compiled(
-    fn: Callable, *, mode: str | None, what: str, dynamic: bool | None = False
+    fn: Callable, *, mode: str | None, what: str, dynamic: bool | None = False,
+    merge_repeated: bool = False,
 ) -> Callable:
     """Return ``fn`` compiled with ``torch.compile`` in ``mode``, or ``fn`` itself for ``None``.
 
@@ -185,6 +277,8 @@ def compiled(
         what: what ``fn`` is, for the warning, e.g. ``"MALA step"``.
         dynamic: ``torch.compile``'s ``dynamic``; ``None`` (automatic) lets a step counter
             that changes between calls become symbolic after one recompilation.
+        merge_repeated: run :class:`MergeRepeatedWork` on the graph (for a block of
+            unrolled steps: what each step recomputes from unchanging inputs runs once).
 
     Returns:
         ``fn`` when ``mode`` is ``None``, else a :class:`Compiled` wrapper.
@@ -198,4 +292,4 @@ def compiled(
         return fn
     if mode not in COMPILE_MODES:
         raise ValueError(f"mode must be None, 'default' or 'cuda-graph'; got {mode!r}")
-    return Compiled(fn, mode, what, dynamic)
+    return Compiled(fn, mode, what, dynamic, merge_repeated)

@@ -127,3 +127,44 @@ def test_hybrid_phases_compile_once_each_and_equal_minimize(adam_steps: int) -> 
     assert [s for _, s, _ in seen].count(solver.adam) == 2
     assert len({id(s) for _, s, _ in seen}) == 2  # one Adam phase, one polish phase
     assert len(seen) == (6 if adam_steps == 20 else 5)  # the block across 25 ran eagerly
+
+
+@pytest.mark.parametrize("x_dim", [0, 3])
+def test_mlp_traced_formulation_matches_eager(x_dim: int) -> None:
+    # What torch.compile traces of MLPEnergy.energy_and_grad (the first layer split into its
+    # y and x columns, biases subtracted negated): the eager values to float rounding.
+    torch._dynamo.reset()  # the error case below leaves the frame to eager execution
+    torch.manual_seed(0)
+    energy = eb.energies.MLPEnergy(2, x_dim=x_dim, hidden=(16, 8))
+    y = torch.randn(64, 2, dtype=torch.float64)
+    x = torch.randn(64, x_dim, dtype=torch.float64) if x_dim else None
+    energy = energy.double()
+    e, g = energy.energy_and_grad(y, x)
+    traced = torch.compile(energy.energy_and_grad, backend="eager", fullgraph=True)
+    e2, g2 = traced(y, x)
+    torch.testing.assert_close(e2, e, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g2, g, rtol=0, atol=1e-12)
+    assert g2.is_contiguous() and not e2.requires_grad and not g2.requires_grad
+    checked = torch.compile(energy.energy_and_grad, backend="eager")  # raises eagerly
+    with pytest.raises(ValueError, match="conditional" if x_dim else "unconditional"):
+        checked(y, None if x_dim else torch.zeros(64, 1, dtype=torch.float64))
+
+
+def test_merge_repeated_work_merges_pure_ops_only() -> None:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def fn(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(a.shape) + torch.randn(a.shape)  # two draws: never merged
+        return torch.mm(a, w) + torch.mm(a, w) + torch.mm(a, w.t()) + noise
+
+    gm = make_fx(fn)(torch.ones(3, 3), torch.eye(3))
+    _compile.MergeRepeatedWork()(gm.graph)
+    gm.recompile()
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.aten.mm.default) == 2  # (a, w) once, (a, w.T) once
+    assert targets.count(torch.ops.aten.randn.default) == 2
+    a, w = torch.randn(3, 3), torch.randn(3, 3)
+    torch.manual_seed(0)
+    want = fn(a, w)
+    torch.manual_seed(0)
+    torch.testing.assert_close(gm(a, w), want)

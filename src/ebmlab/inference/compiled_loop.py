@@ -122,8 +122,12 @@ def compiled_block(mode: str) -> Callable:
 
     ``dynamic=None``: the solver's step counters (Adam's ``t``, L-BFGS's ``count``) become
     symbolic after one recompilation instead of recompiling at every block.
+    ``merge_repeated``: what every step of the block recomputes from the inputs that do not
+    change along it (an MLP's ``x`` columns of the first layer) runs once per block
+    (:class:`ebmlab._compile.MergeRepeatedWork`).
     """
-    return compiled(solver_block, mode=mode, what="inference solver steps", dynamic=None)
+    return compiled(solver_block, mode=mode, what="inference solver steps", dynamic=None,
+                    merge_repeated=True)
 
 
 def tensor_counters(state: SolverState, solver: Solver, device: torch.device) -> SolverState:
