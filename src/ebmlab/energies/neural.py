@@ -128,9 +128,14 @@ class MLPEnergy(Energy):
                 else:
                     h = act[0](z)
                     saved.append((z, h, act[1]))
-            # The last layer has one output: dF/dh is its weight row for every input.
+            # The last layer has one output: dF/dh is its weight row for every input. The
+            # activation backward reads the broadcast row as it is (no (B, width) copy) when
+            # the width is a multiple of 64: then its vectorised loop has no scalar tail on
+            # either layout and the bits are those of the contiguous copy.
             w = plan[-1][0].weight
-            g = w.expand(h.shape[0], w.shape[1]).contiguous()
+            g = w.expand(h.shape[0], w.shape[1])
+            if len(plan) == 1 or w.shape[1] % 64:
+                g = g.contiguous()
             for i in range(len(plan) - 2, -1, -1):
                 pre, out, backward = saved[i]
                 g = backward(g, pre, out).mm(plan[i][0].weight)
