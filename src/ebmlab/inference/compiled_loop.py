@@ -180,6 +180,10 @@ def minimize_compiled(
     n = y0.shape[0]
     y = objective.project(y0.detach())
     energy, grad = objective(y)
+    # The compiled steps return contiguous gradients; an eager one may be a view (MLPEnergy's
+    # y columns of the input gradient): the same layout for every block, or the second block
+    # would compile again for the new strides. Same values.
+    grad = grad.contiguous()
     gscale, fscale, gtol_n = start_scales(y, energy, grad, objective, gtol, groups)
     state = tensor_counters(solver.init(y, energy, grad), solver, y.device)
     out_y, out_e = y.clone(), energy.clone()
