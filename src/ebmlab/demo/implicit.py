@@ -184,9 +184,10 @@ def goal_features(observation: Tensor) -> Tensor:
 
     :math:`[o, g_1 - p, g_2 - p, \lVert g_1 - p\rVert, \lVert g_2 - p\rVert,
     v \cdot (g_1 - p)/\lVert g_1 - p\rVert, v \cdot (g_2 - p)/\lVert g_2 - p\rVert]`:
-    the distance to goal 1 is what the oracle's switch depends on. A policy design choice
-    (``bench_implicit.py --goal-features`` gives it to both policies); measured on seed 1 at
-    4,000 steps: implicit 0.92, MSE 0.22 (raw observation: 0.54, 0.40).
+    the distance to goal 1 is what the oracle's switch depends on. A policy design choice,
+    the default input of both policies (:func:`policy_inputs`); measured over 5 seeds at
+    4,000 steps with the oracle switching at 0.05: implicit 0.81, MSE 0.24 (raw
+    observation: 0.62, 0.33).
 
     Example:
         >>> import torch
