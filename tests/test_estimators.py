@@ -228,3 +228,19 @@ def test_demo_section(tmp_path):
     assert any("particle task" in line for line in lines)
     assert (tmp_path / "implicit_modes.png").exists()
     assert (tmp_path / "implicit_particle.png").exists()
+
+
+def test_temperature_head_gradient_equals_autograd():
+    # The ML energy writes out its gradient (no autograd graph per inference step).
+    from ebmlab.estimators._common import _TemperedMLP
+
+    torch.manual_seed(0)
+    net = _TemperedMLP(2, 5, (16, 16), "silu")
+    torch.nn.init.normal_(net.temperature[2].weight, std=0.5)  # a non-trivial temperature
+    y, x = torch.randn(7, 2), torch.randn(7, 5)
+    e, g = net.energy_and_grad(y, x)
+    e_ref, g_ref = eb.Energy.energy_and_grad(net, y, x)
+    assert torch.equal(e, e_ref)
+    assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="conditional"):
+        net.energy_and_grad(y)
