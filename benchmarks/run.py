@@ -16,6 +16,10 @@ def gather() -> None:
              "same run (lower is better; 1.0 is parity).", ""]
     for md in sorted((HERE / "results").glob("*.md")):
         parts.append(md.read_text())
+    if not (HERE / "results" / "gpu.md").exists():  # bench_gpu.py writes it on a CUDA machine
+        parts += ["### gpu", "", "Not run: `bench_gpu.py` needs CUDA, and no GPU machine has "
+                  "been available to this project yet (every session so far ran on a 2-core "
+                  "CPU machine).", ""]
     (HERE / "RESULTS.md").write_text("\n".join(parts))
 
 
