@@ -116,7 +116,7 @@ class MLPEnergy(Energy):
         plan = self._plan()
         if plan is None:
             return super().energy_and_grad(y, x)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() and len(plan) > 1:  # a hidden layer to split
             return self._traced_energy_and_grad(plan, y, x)
         h = self._inputs(y, x)
         with torch.no_grad():
