@@ -384,10 +384,9 @@ def _range(groups: list[float], scale: float) -> str:
     return f"{min(groups) * scale:.3g}-{max(groups) * scale:.3g}"
 
 
-def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
-    """Pyro's NUTS on ``groups`` independent groups of ``size`` chains (group g: rows
-    g*size.., seeds 3 + g*size, as ``--only pyro_groups``): the main figures are group 0's,
-    the *_g ones all groups' ESS over all their gradients and seconds."""
+def _pyro_groups(tname, energy, y0, burn_in, steps, size, groups) -> list[dict[str, object]]:
+    """Pyro's NUTS on ``groups`` independent groups of ``size`` chains, one after another
+    (group g: rows g*size.. of ``y0``, seed 3 + g*size): one row of ESS figures per group."""
     per_group = []
     for g in range(groups):
         chunk = y0[g * size:(g + 1) * size]
@@ -398,6 +397,13 @@ def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
                           "seconds": seconds, "ess_per_s": ess / seconds,
                           "r_hat_max": float(eb.diagnostics.r_hat(draws).max())})
         print(per_group[-1], flush=True)
+    return per_group
+
+
+def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
+    """Pyro's samplers_ess row over ``groups`` groups (as ``--only pyro_groups``): the main
+    figures are group 0's, the *_g ones all groups' ESS over all their gradients and seconds."""
+    per_group = _pyro_groups(tname, energy, y0, burn_in, steps, size, groups)
     first = per_group[0]
     total_ess = sum(r["ess_min"] for r in per_group)
     total_grads = sum(r["gradients"] for r in per_group)
@@ -545,16 +551,7 @@ def pyro_group_rows(targets: list[str], chains: int) -> list[dict[str, object]]:
         d = energy.y_shape[0]
         y0 = torch.randn(chains, d, generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64) * 0.5
-        for g in range(chains // size):
-            chunk = y0[g * size:(g + 1) * size]
-            draws, grads, seconds = _pyro_nuts(energy, chunk, burn_in, steps, 3 + g * size)
-            ess = float(eb.diagnostics.ess_bulk(draws).min())
-            row = {"target": tname, "group": g, "chains": size, "ess_min": ess,
-                   "gradients": grads, "ess_per_1k_grad": 1000 * ess / grads,
-                   "seconds": seconds, "ess_per_s": ess / seconds,
-                   "r_hat_max": float(eb.diagnostics.r_hat(draws).max())}
-            rows.append(row)
-            print(row, flush=True)
+        rows += _pyro_groups(tname, energy, y0, burn_in, steps, size, chains // size)
     return rows
 
 
