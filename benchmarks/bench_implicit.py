@@ -51,6 +51,7 @@ from ebmlab.demo.implicit import (  # noqa: E402
     POLICY_SWITCH_RADIUS,
     GaussianRegressor,
     MixtureDensityNetwork,
+    as_policies,
     demonstrations,
     policy_inputs,
     success_rate,
@@ -150,12 +151,7 @@ def particle(demos: int, steps: int, episodes: int, seed: int,
     mse = GaussianRegressor(HIDDEN, num_steps=steps, seed=seed).fit(obs, act)
     fit_m = time.perf_counter() - start
 
-    def implicit_policy(o: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(implicit.predict(feats(o).numpy()), dtype=o.dtype)
-
-    def mse_policy(o: torch.Tensor) -> torch.Tensor:
-        return mse.predict(feats(o))
-
+    implicit_policy, mse_policy = as_policies(implicit, mse, feats)
     start = time.perf_counter()
     rate_i, roll_i = success_rate(implicit_policy, episodes, tolerance=0.05,
                                   seed=1 + 100 * seed)

@@ -24,6 +24,7 @@ from ebmlab.demo.implicit import (
     POLICY_OPTIONS,
     POLICY_STEPS,
     GaussianRegressor,
+    as_policies,
     demonstrations,
     policy_inputs,
     success_rate,
@@ -63,12 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     mse = GaussianRegressor(hidden, num_steps=args.steps, seed=args.seed).fit(obs, act)
     fit_mse = time.perf_counter() - start
 
-    def implicit_policy(o: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(implicit.predict(feats(o).numpy()), dtype=o.dtype)
-
-    def mse_policy(o: torch.Tensor) -> torch.Tensor:
-        return mse.predict(feats(o))
-
+    implicit_policy, mse_policy = as_policies(implicit, mse, feats)
     start = time.perf_counter()
     rate_i, roll_i = success_rate(implicit_policy, args.episodes, tolerance=args.tolerance,
                                   seed=args.seed + 1)

@@ -25,6 +25,7 @@ __all__ = [
     "demonstrations",
     "goal_features",
     "policy_inputs",
+    "as_policies",
     "success_rate",
     "POLICY_OPTIONS",
     "POLICY_DEMOS",
@@ -221,6 +222,32 @@ def _identity(observation: Tensor) -> Tensor:
     return observation
 
 
+def as_policies(
+    implicit: eb.ImplicitRegressor, mse: GaussianRegressor, inputs: Callable[[Tensor], Tensor]
+) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """Return the fitted implicit and MSE models as particle policies: observation → action.
+
+    Both see ``inputs(observation)`` (:func:`policy_inputs`); the implicit policy's action is
+    ``implicit.predict`` (an :class:`ebmlab.ImplicitRegressor`, on NumPy) in the
+    observation's dtype. For :func:`success_rate`.
+
+    Example:
+        >>> import torch
+        >>> mse = GaussianRegressor((8,), num_steps=2).fit(torch.rand(16, 8), torch.rand(16, 2))
+        >>> _, mse_policy = as_policies(None, mse, policy_inputs(True))
+        >>> mse_policy(torch.rand(3, 8)).shape
+        torch.Size([3, 2])
+    """
+
+    def implicit_policy(o: Tensor) -> Tensor:
+        return torch.as_tensor(implicit.predict(inputs(o).numpy()), dtype=o.dtype)
+
+    def mse_policy(o: Tensor) -> Tensor:
+        return mse.predict(inputs(o))
+
+    return implicit_policy, mse_policy
+
+
 def success_rate(
     policy: Callable[[Tensor], Tensor], num_episodes: int = 50, *, tolerance: float = 0.05,
     seed: int = 1,
@@ -286,12 +313,7 @@ def run(out: Path, quick: bool) -> list[str]:
     mse = GaussianRegressor(hidden, num_steps=policy_steps).fit(obs, act)
     num_eval = 10 if quick else 50
 
-    def implicit_policy(o: Tensor) -> Tensor:
-        return torch.as_tensor(implicit.predict(feats(o).numpy()), dtype=o.dtype)
-
-    def mse_policy(o: Tensor) -> Tensor:
-        return mse.predict(feats(o))
-
+    implicit_policy, mse_policy = as_policies(implicit, mse, feats)
     rate_i, roll_i = success_rate(implicit_policy, num_eval)
     rate_m, roll_m = success_rate(mse_policy, num_eval)
     fig, axes = eb.plot.subplots(2, title="Particle task, tolerance 0.05 for both policies",
