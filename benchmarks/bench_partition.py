@@ -229,11 +229,28 @@ class ExactGaussianTransition:
     def step(self, state, energy, x=None, *, generator=None):
         t, beta = energy.t, energy.beta
         eye = torch.eye(self.precision.shape[0], dtype=self.precision.dtype)
+        if isinstance(t, torch.Tensor):  # one temperature per row (schedule="adaptive")
+            return self._step_rows(state, energy, x, generator, eye)
         prec = (1 - t) * eye + t * beta * self.precision
         chol = torch.linalg.cholesky(prec)
         mean = torch.linalg.solve(prec, t * beta * self.precision @ self.mean)
         z = torch.randn(state.position.shape, generator=generator, dtype=prec.dtype)
         y = torch.linalg.solve_triangular(chol.T, z.T, upper=True).T + mean
+        return eb.samplers.State(y, energy.forward(y, x), torch.zeros_like(y)), None
+
+    def _step_rows(self, state, energy, x, generator, eye):
+        # The rows' temperatures take few distinct values (one per input): one factorisation
+        # per value, then each row draws from its own tempered Gaussian.
+        t, beta = energy.t, energy.beta
+        values, which = torch.unique(t, return_inverse=True)
+        prec = (1 - values)[:, None, None] * eye + (values * beta)[:, None, None] * self.precision
+        chol = torch.linalg.cholesky(prec)  # (V, D, D)
+        rhs = (values * beta)[:, None] * (self.precision @ self.mean)  # (V, D)
+        mean = torch.linalg.solve(prec, rhs)
+        z = torch.randn(state.position.shape, generator=generator, dtype=prec.dtype)
+        lt = chol.transpose(1, 2)[which]  # (N, D, D), upper
+        y = torch.linalg.solve_triangular(lt, z.unsqueeze(-1), upper=True).squeeze(-1)
+        y = y + mean[which]
         return eb.samplers.State(y, energy.forward(y, x), torch.zeros_like(y)), None
 
 

@@ -21,7 +21,9 @@ from ebmlab.partition.annealing import (
     make_transition,
 )
 from ebmlab.partition.estimate import Estimate
-from ebmlab.partition.path import SCHEDULES, TemperedEnergy, schedule
+from ebmlab.partition.ladder import adapt_ladder, nearest_params
+from ebmlab.partition.momentum import check_momentum
+from ebmlab.partition.path import ADAPTIVE_SCHEDULES, SCHEDULES, TemperedEnergy, schedule
 
 __all__ = ["AIS", "TemperedEnergy", "schedule", "SCHEDULES"]
 
@@ -122,6 +124,7 @@ class AIS:
         target_acceptance: float | None = None,
         num_leapfrog: int = 3,
         bidirectional: bool = False,
+        momentum: float | None = None,
     ) -> None:
         self.num_chains = check_positive_int(num_chains, "num_chains")
         self.num_runs = check_positive_int(num_runs, "num_runs", minimum=2)
@@ -138,8 +141,9 @@ class AIS:
             if not (schedule[0] == 0 and schedule[-1] == 1 and (schedule.diff() > 0).all()):
                 raise ValueError("schedule must increase strictly from 0 to 1")
             num_temperatures = schedule.shape[0] - 1
-        elif schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES} or a tensor; got {schedule!r}")
+        elif schedule not in SCHEDULES + ADAPTIVE_SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES + ADAPTIVE_SCHEDULES} or a "
+                             f"tensor; got {schedule!r}")
         self.schedule = schedule
         self.num_temperatures = check_positive_int(num_temperatures, "num_temperatures")
         if isinstance(kernel, str):
@@ -175,6 +179,9 @@ class AIS:
         if not isinstance(bidirectional, bool):
             raise TypeError(f"bidirectional must be a bool; got {type(bidirectional).__name__}")
         self.bidirectional = bidirectional
+        self.momentum = check_momentum(momentum)
+        if self.momentum is not None and kernel != "ghmc":
+            raise ValueError(f"momentum is the persistence of kernel='ghmc'; got kernel={kernel!r}")
 
     def __repr__(self) -> str:
         return (
@@ -302,33 +309,43 @@ class AIS:
         shape = self._event_shape(energy, domain)
         b = 1 if x is None else x.shape[0]
         base = self._base_distribution(domain, shape, b, dtype, device)
+        adaptive = isinstance(self.schedule, str) and self.schedule in ADAPTIVE_SCHEDULES
         temperatures = (
             self.schedule.tolist() if isinstance(self.schedule, Tensor)
-            else schedule(self.num_temperatures, self.schedule, dtype=torch.float64).tolist()
+            else schedule(self.num_temperatures, "sigmoid" if adaptive else self.schedule,
+                          dtype=torch.float64).tolist()
         )
         run = Annealing(energy, x, base, temperatures, beta, domain, self.num_steps, generator,
                         is_uniform_on_domain=isinstance(self.base, str) and self.base == "uniform")
         c = self.num_chains
         kernel = self.kernel
+        pilot = max(16, c // 4)
         if kernel is not None and not isinstance(kernel, str):
             def choose(k: int, y: Tensor, info: Any) -> Any:
                 return kernel
 
+            if adaptive:  # a pilot run of the given kernel measures the ladder
+                run(pilot, choose, record=True)
+                adapt_ladder(run, self.num_temperatures)
             y, log_w = run(c, choose)
             return y, log_w, run, choose
         kind = kernel if kernel is not None else (
             "mala" if _has_gradient(run, energy, x, base, device) else "random_walk")
         target = self.target_acceptance or TRANSITIONS[kind]
-        pilot = max(16, c // 4)
-        tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog)
-        run(pilot, tuner, fast_init=True, reuse=True)
+        alpha = 0.0 if kind != "ghmc" else self.momentum if self.momentum is not None else 0.9
+        tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog, alpha)
+        run(pilot, tuner, fast_init=True, reuse=True, record=adaptive)
         params, leapfrog = tuner.params, self.num_leapfrog
+        if adaptive:  # the main run's ladder; each step reuses the nearest pilot step's kernel
+            pilot_temperatures = run.temperatures
+            ladder = adapt_ladder(run, self.num_temperatures)
+            params = nearest_params(params, pilot_temperatures, ladder, self.num_steps)
 
         def fixed(k: int, y: Tensor, info: Any) -> Any:
             # The pilot's tuned step of input b, for every chain of the run (y's row count).
             factor, spread, chol = params[k]
             return make_transition(kind, factor, spread, y.shape[0] // b, tuple(y.shape[1:]),
-                                   leapfrog, chol)
+                                   leapfrog, chol, alpha)
 
         y, log_w = run(c, fixed, fast_init=True, reuse=True)
         return y, log_w, run, fixed

@@ -12,17 +12,18 @@ from torch.distributions import Distribution, Independent, Normal
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.partition._common import check_finite_energies, sample_distribution
+from ebmlab.partition.momentum import MomentumState, PersistentLeapfrog
 from ebmlab.partition.path import TemperedEnergy
 from ebmlab.samplers.hmc import HMC
 from ebmlab.samplers.metropolis import nan_to_neginf
 from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import State
 
-__all__ = ["TRANSITIONS", "Annealing", "StepTuner", "Whitened", "make_transition",
-           "particle_chol", "base_sample", "base_log_prob", "NormalLogProb"]
+__all__ = ["TRANSITIONS", "GRADIENT_KERNELS", "Annealing", "StepTuner", "Whitened",
+           "make_transition", "particle_chol", "base_sample", "base_log_prob", "NormalLogProb"]
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
-TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3}
+TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3, "ghmc": 0.8}
 # The dense preconditioner shrinks the particles' covariance towards its diagonal with
 # weight min(1, SHRINKAGE * D / C) (C particles in D dimensions).
 SHRINKAGE = 2.0
@@ -30,7 +31,7 @@ SHRINKAGE = 2.0
 
 def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
                     shape: tuple[int, ...], num_leapfrog: int = 1,
-                    chol: Tensor | None = None) -> Any:
+                    chol: Tensor | None = None, momentum: float = 0.0) -> Any:
     """Build the kernel of one AIS step for C chains per input, rows ordered (B, C).
 
     ``factor`` (B, 1, 1) times the particle ``spread`` (B, 1, D) is the random walk's scale
@@ -38,11 +39,16 @@ def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
     leapfrog step and the squared spread the inverse mass (a diagonal preconditioner), or,
     with ``chol`` (B, D, D), the Cholesky factor L of the particles' covariance: the kernel
     then runs in whitened coordinates :math:`z = L^{-1}y` (a dense preconditioner).
+    ``"ghmc"`` is :class:`~ebmlab.partition.momentum.PersistentLeapfrog` with persistence
+    ``momentum``, the same preconditioners.
     """
     b, d = spread.shape[0], spread.shape[-1]
     if kind == "random_walk":
         return RandomWalkMetropolis((factor * spread).expand(b, c, d).reshape(b * c, *shape))
     eps = factor.expand(b, c, 1).reshape(b * c, *([1] * len(shape)))
+    if kind == "ghmc":
+        scale = None if chol is not None else spread.expand(b, c, d).reshape(b * c, *shape)
+        return PersistentLeapfrog(eps, momentum, scale, chol)
     kernel = HMC(1.0, num_leapfrog if kind == "hmc" else 1, target_acceptance=None)
     if chol is not None:
         return Whitened(kernel.with_step_size(eps), chol, c)
@@ -141,16 +147,16 @@ class StepTuner:
     """
 
     def __init__(self, kind: str, b: int, c: int, target_acceptance: float,
-                 num_leapfrog: int = 1) -> None:
+                 num_leapfrog: int = 1, momentum: float = 0.0) -> None:
         self.kind, self.b, self.c, self.target = kind, b, c, target_acceptance
-        self.num_leapfrog = num_leapfrog
+        self.num_leapfrog, self.momentum = num_leapfrog, momentum
         self.log_factor: Tensor | None = None
         self.params: list[tuple[Tensor, Tensor]] = []
 
     def _initial(self, d: int) -> float:
         if self.kind == "random_walk":
             return 2.38 / math.sqrt(d)
-        if self.kind == "mala":
+        if self.kind in ("mala", "ghmc"):
             return 1.65 * d ** (-1.0 / 6.0)  # Roberts and Rosenthal's optimal scaling
         return d ** -0.25
 
@@ -169,7 +175,12 @@ class StepTuner:
         factor = self.log_factor.exp()
         self.params.append((factor, spread, chol))
         return make_transition(self.kind, factor, spread, self.c, tuple(y.shape[1:]),
-                               self.num_leapfrog, chol)
+                               self.num_leapfrog, chol, self.momentum)
+
+
+# The gradient kernels whose state starts (position, energy, gradient) and whose last
+# evaluation in a step is at the proposal, kept exactly when accepted.
+GRADIENT_KERNELS = (HMC, Whitened, PersistentLeapfrog)
 
 
 class _Memo(Energy):
@@ -246,16 +257,16 @@ class Annealing:
               cache: tuple[Tensor, Tensor | None] | None, fast_init: bool) -> Any:
         """The kernel's state at ``y`` for ``target``, from ``cache`` where it can be reused."""
         if _reusable(kernel, cache):
-            if isinstance(kernel, HMC | Whitened):
+            if isinstance(kernel, GRADIENT_KERNELS):
                 return State(y, *target.combine_with_grad(y, cache))
             return RandomWalkState(position=y, energy=target.combine(y, cache[0]))
-        if fast_init and isinstance(kernel, HMC | Whitened):
+        if fast_init and isinstance(kernel, GRADIENT_KERNELS):
             return State(y, *target.energy_and_grad(y, x_rows))
         return kernel.init(y, target, x_rows)
 
     def __call__(
         self, c: int, choose: Any, *, y0: Tensor | None = None, reverse: bool = False,
-        fast_init: bool = False, reuse: bool = False,
+        fast_init: bool = False, reuse: bool = False, record: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Run C chains per input; ``choose(k, y, info)`` returns the kernel of step k.
 
@@ -267,7 +278,11 @@ class Annealing:
         step is at the proposal, kept exactly when accepted), F is evaluated once per step:
         the state at the next temperature is assembled from the F and ∇F already computed
         at the chains' positions (``TemperedEnergy.combine``), the same arithmetic as a
-        fresh evaluation, at half the energy evaluations of MALA.
+        fresh evaluation, at half the energy evaluations of MALA. A temperature of the ladder
+        is a float or a tensor (B,) of one per input (``schedule="adaptive"``). With
+        ``record`` the log-weight increments (B*C,) of every temperature are kept in
+        ``self.increments``. A :class:`PersistentLeapfrog` chain keeps its momentum from one
+        temperature to the next.
 
         Returns the chains (C, B, *y_shape) and their log weights (C, B).
         """
@@ -283,11 +298,15 @@ class Annealing:
         bad = torch.zeros((), dtype=torch.long, device=y.device)
         info = None
         temps = self.temperatures[::-1] if reverse else self.temperatures
+        temps = [t if not isinstance(t, Tensor) else t.to(y.dtype).repeat_interleave(c)
+                 for t in temps]  # per-input temperatures, one per row
         energy_prev = TemperedEnergy(self.energy, log_p0, temps[0], self.beta,
                                      self.domain).forward(y, x_rows)
         k = 0
         memo = _Memo(self.energy) if reuse else None
         cache: tuple[Tensor, Tensor | None] | None = None  # F (and ∇F) at the rows y
+        self.increments: list[Tensor] = []
+        momentum = None
         for t in temps[1:]:
             target = TemperedEnergy(memo or self.energy, log_p0, t, self.beta, self.domain)
             kernel = choose(k, y, info)
@@ -295,23 +314,29 @@ class Annealing:
                 memo.last = None
             state = self._init(kernel, target, y, x_rows, cache, fast_init)
             if memo is not None:
-                if t == 0:  # F is not evaluated at t = 0: nothing to reuse
+                if not target.has_target:  # F is not evaluated at t = 0: nothing to reuse
                     memo.last, cache = None, None
                 elif memo.last is not None:
                     cache = memo.last[1:]
+            if momentum is not None and isinstance(kernel, PersistentLeapfrog):
+                state = MomentumState(*state[:3], momentum)
             bad += (torch.isnan(state.energy) | torch.isneginf(state.energy)).sum()
             # inf - inf (a chain outside the support of both) contributes weight 0.
-            log_w = log_w + nan_to_neginf(energy_prev - state.energy)
+            increment = nan_to_neginf(energy_prev - state.energy)
+            if record:
+                self.increments.append(increment)
+            log_w = log_w + increment
             for i in range(self.num_steps):
                 if i:
                     kernel = choose(k, state.position, info)
                 if memo is not None:
                     memo.last = None
                 state, info = kernel.step(state, target, x_rows, generator=generator)
-                if memo is not None and t != 0:
+                if memo is not None and target.has_target:
                     cache = _after_step(memo, state.position, cache)
                 k += 1
             y, energy_prev = state.position, state.energy
+            momentum = getattr(state, "momentum", None)
         check_finite_energies(bad, "AIS")
         log_w = nan_to_neginf(log_w)
         return y.reshape(b, c, *shape).transpose(0, 1), log_w.reshape(b, c).T
@@ -320,7 +345,7 @@ class Annealing:
 def _reusable(kernel: Any, cache: tuple[Tensor, Tensor | None] | None) -> bool:
     if cache is None:
         return False
-    if isinstance(kernel, HMC | Whitened):
+    if isinstance(kernel, GRADIENT_KERNELS):
         return cache[1] is not None
     return isinstance(kernel, RandomWalkMetropolis)
 
