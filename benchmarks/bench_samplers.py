@@ -15,7 +15,8 @@ gradients NUTS computed and used (compaction: equal).
 Run: ``python benchmarks/bench_samplers.py [--repeats N] [--only all|ops|timing|ess]
 [--quick]``; ``--only ess --targets banana funnel --samplers NUTS Pyro --pyro-groups 4``
 re-runs those rows only (the others are kept from the committed JSON) with Pyro on four
-independent 4-chain groups. ``--quick`` writes ``*_quick`` tables.
+independent 4-chain groups; ``--runs N`` runs ebmlab's 16 chains N times independently
+(one adaptation is one draw of a noisy figure). ``--quick`` writes ``*_quick`` tables.
 """
 
 from __future__ import annotations
@@ -407,7 +408,8 @@ def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
     first = per_group[0]
     total_ess = sum(r["ess_min"] for r in per_group)
     total_grads = sum(r["gradients"] for r in per_group)
-    row = {"target": tname, "sampler": "Pyro NUTS", "chains": size, "groups": groups,
+    row = {"target": tname, "sampler": "Pyro NUTS", "chains": size, "runs": groups,
+           "groups": groups,
            "ess_min": first["ess_min"], "gradients": first["gradients"],
            "ess_per_1k_grad": first["ess_per_1k_grad"], "ess_per_s": first["ess_per_s"],
            "ess_per_1k_grad_g": 1000 * total_ess / total_grads,
@@ -418,10 +420,63 @@ def _pyro_row(tname, energy, y0, burn_in, steps, size, groups):
     return row, per_group
 
 
+def _ebmlab_run(energy, y0, make, kname, burn_in, steps, seed, size) -> dict[str, object]:
+    """One eb.sample run of ``make()`` from ``y0`` with generator ``seed``: its ESS figures,
+    the ESS of each group of ``size`` consecutive chains, and (NUTS) gradients computed over
+    used in 20 extra steps."""
+    counting = _Counting(energy)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.SamplerWarning)
+        chain = eb.sample(counting, y0, make(), steps, burn_in=burn_in,
+                          generator=torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    run = {"ess_min": float(eb.diagnostics.ess_bulk(chain.samples).min()),
+           "groups": _group_ess(chain.samples, size), "gradients": counting.rows,
+           "seconds": seconds, "r_hat_max": chain.summary()["r_hat_max"], "over_used": None}
+    if kname == "NUTS":  # gradients of the sampling phase: computed vs used
+        counting.rows = 0
+        state, kern = chain.state, chain.kernel
+        used = 0
+        for _ in range(20):
+            state, info = kern.step(state, counting, generator=torch.Generator()
+                                    .manual_seed(2))
+            used += int(info.num_integration_steps.sum())
+        run["over_used"] = counting.rows / max(used, 1)
+    return run
+
+
+def _ebmlab_row(tname, kname, runs: list[dict[str, object]], chains: int) -> dict[str, object]:
+    """The samplers_ess row of ebmlab's ``runs``: the main figures are run 0's, the *_g ones
+    every group of every run (their ESS summed over all runs' gradients and seconds)."""
+    first = runs[0]
+    groups = [g for r in runs for g in r["groups"]]
+    grads = sum(r["gradients"] for r in runs)
+    seconds = sum(r["seconds"] for r in runs)
+    per_run = len(first["groups"])
+    return {"target": tname, "sampler": f"ebmlab {kname}", "chains": chains,
+            "runs": len(runs), "groups": len(groups), "ess_min": first["ess_min"],
+            "gradients": first["gradients"],
+            "ess_per_1k_grad": 1000 * first["ess_min"] / first["gradients"],
+            "ess_per_s": first["ess_min"] / first["seconds"],
+            "ess_per_1k_grad_g": 1000 * sum(groups) / grads,
+            # One group's share of its run's gradients: a 4-chain figure, as Pyro's.
+            "g_range": _range([g * per_run / r["gradients"] for r in runs for g in r["groups"]],
+                              1000),
+            "ess_per_s_g": sum(groups) / seconds, "r_hat_max": first["r_hat_max"],
+            "grad_computed_over_used": first["over_used"]}
+
+
 def ess_rows(quick: bool, targets: list[str] | None = None, samplers: list[str] | None = None,
-             pyro_groups: int = 1) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+             pyro_groups: int = 1, runs: int = 1
+             ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """The samplers_ess rows of the targets and samplers asked for (all by default), and
-    Pyro's per-group rows (samplers_ess_pyro_groups) when it runs more than one group."""
+    Pyro's per-group rows (samplers_ess_pyro_groups) when it runs more than one group.
+
+    ebmlab's samplers run ``runs`` times, independently (run r: starting points from seed r,
+    generator seed 1 + r; run 0 is the table's single run of earlier sessions): one
+    adaptation of 16 chains is one draw of a noisy figure, as one Pyro group is.
+    """
     chains, burn_in, steps = (4, 200, 200) if quick else (16, 500, 1000)
     pyro_chains = min(chains, 4)
     pyro_groups = max(1, min(pyro_groups, chains // pyro_chains))
@@ -443,42 +498,22 @@ def ess_rows(quick: bool, targets: list[str] | None = None, samplers: list[str] 
         if targets and not any(t in tname for t in targets):
             continue
         d = energy.y_shape[0]
-        y0 = torch.randn(chains, d, generator=torch.Generator().manual_seed(0),
-                         dtype=torch.float64) * 0.5
+        starts = [torch.randn(chains, d, generator=torch.Generator().manual_seed(r),
+                              dtype=torch.float64) * 0.5 for r in range(runs)]
         for kname, make in kernels.items():
             if samplers and kname not in samplers:
                 continue
-            counting = _Counting(energy)
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", eb.SamplerWarning)
-                chain = eb.sample(counting, y0, make(), steps, burn_in=burn_in,
-                                  generator=torch.Generator().manual_seed(1))
-            seconds = time.perf_counter() - start
-            ess = float(eb.diagnostics.ess_bulk(chain.samples).min())
-            groups = _group_ess(chain.samples, pyro_chains)
-            used = (int(chain.info.num_integration_steps.sum()) if kname == "NUTS" else None)
-            row = {"target": tname, "sampler": f"ebmlab {kname}", "chains": chains,
-                   "groups": len(groups), "ess_min": ess, "gradients": counting.rows,
-                   "ess_per_1k_grad": 1000 * ess / counting.rows, "ess_per_s": ess / seconds,
-                   "ess_per_1k_grad_g": 1000 * sum(groups) / counting.rows,
-                   "g_range": _range(groups, 1000 * len(groups) / counting.rows),
-                   "ess_per_s_g": sum(groups) / seconds,
-                   "r_hat_max": chain.summary()["r_hat_max"]}
-            if used is not None:  # gradients of the sampling phase: computed vs used
-                row["grad_computed_over_used"] = None
-                counting.rows = 0
-                state, kern = chain.state, chain.kernel
-                used = 0
-                for _ in range(20):
-                    state, info = kern.step(state, counting, generator=torch.Generator()
-                                            .manual_seed(2))
-                    used += int(info.num_integration_steps.sum())
-                row["grad_computed_over_used"] = counting.rows / max(used, 1)
-            rows.append(row)
-            print(row, flush=True)
+            done = []
+            for r in range(runs):
+                done.append(_ebmlab_run(energy, starts[r], make, kname, burn_in, steps, 1 + r,
+                                        pyro_chains))
+                print(tname, kname, "run", r, {k: v for k, v in done[-1].items()
+                                               if k != "groups"}, done[-1]["groups"],
+                      flush=True)
+            rows.append(_ebmlab_row(tname, kname, done, chains))
+            print(rows[-1], flush=True)
         if has_pyro and (not samplers or "Pyro" in samplers):
-            row, per_group = _pyro_row(tname, energy, y0, burn_in, steps, pyro_chains,
+            row, per_group = _pyro_row(tname, energy, starts[0], burn_in, steps, pyro_chains,
                                        pyro_groups)
             rows.append(row)
             print(row, flush=True)
@@ -498,9 +533,9 @@ def _merged(name: str, new: list[dict[str, object]], key: tuple[str, ...]) -> li
 
 
 def main_ess(quick: bool, targets: list[str] | None = None,
-             samplers: list[str] | None = None, pyro_groups: int = 1) -> None:
+             samplers: list[str] | None = None, pyro_groups: int = 1, runs: int = 1) -> None:
     rows, group_rows = with_threads(1, lambda: ess_rows(quick, targets, samplers,
-                                                        pyro_groups))
+                                                        pyro_groups, runs))
     partial = bool(targets or samplers) and not quick
     if partial:
         rows = _merged("samplers_ess", rows, ("target", "sampler"))
@@ -514,9 +549,9 @@ def main_ess(quick: bool, targets: list[str] | None = None,
                                        ("target", "group")) if not quick else group_rows,
                                suffix)
     write("samplers_ess" + suffix, rows,
-          ["target", "sampler", "chains", "groups", "ess_min", "gradients", "ess_per_1k_grad",
-           "ess_per_s", "ess_per_1k_grad_g", "g_range", "ess_per_s_g", "r_hat_max",
-           "grad_computed_over_used"],
+          ["target", "sampler", "chains", "runs", "groups", "ess_min", "gradients",
+           "ess_per_1k_grad", "ess_per_s", "ess_per_1k_grad_g", "g_range", "ess_per_s_g",
+           "r_hat_max", "grad_computed_over_used"],
           "Bulk ESS (worst coordinate) per 1,000 gradients and per second, 1 thread, float64. "
           "ebmlab: eb.sample with burn-in (per-chain step size and diagonal mass adaptation), "
           "all chains batched; gradients = rows of energy_and_grad over burn-in and sampling. "
@@ -524,11 +559,14 @@ def main_ess(quick: bool, targets: list[str] | None = None,
           "chains run one after another (its multi-chain mode forks processes), gradients = "
           "potential_fn calls. Both count every gradient of warm-up and sampling, and the same "
           "draws per chain (500 warm-up, 1,000 kept). ess_min / ess_per_*: the ESS of all "
-          "the run's chains (16 for ebmlab, 4 for Pyro). *_g: the same figures for groups of "
-          "as many chains as Pyro ran (4 groups of 4 consecutive chains for ebmlab: sum of "
-          "the groups' ESS over all gradients or seconds), i.e. the same draws per ESS "
-          "estimate as Pyro; g_range: the lowest and highest single group's ESS per 1,000 "
-          "gradients (how much one 4-chain figure, such as Pyro's, varies). "
+          "the first run's chains (16 for ebmlab, 4 for Pyro). runs: independent runs behind "
+          "the *_g figures (ebmlab with --runs N: N runs of 16 chains, run r from starting "
+          "points of seed r and generator seed 1 + r; Pyro: its 4-chain groups). *_g: the "
+          "same figures for groups of as many chains as Pyro ran (4 groups of 4 consecutive "
+          "chains per ebmlab run: sum of all groups' ESS over all runs' gradients or "
+          "seconds), i.e. the same draws per ESS estimate as Pyro; g_range: the lowest and "
+          "highest single group's ESS per 1,000 gradients (how much one 4-chain figure, "
+          "such as Pyro's, varies). "
           "grad_computed_over_used: NUTS's gradients evaluated over those "
           "its trees used, over 20 extra steps (compaction: 1.0; target <= 1.25). groups: "
           "how many groups of 4 chains the *_g figures come from (Pyro with --pyro-groups "
@@ -589,12 +627,14 @@ if __name__ == "__main__":
     parser.add_argument("--pyro-groups", type=int, default=1,
                         help="--only ess: independent 4-chain Pyro groups per target (also "
                              "written to samplers_ess_pyro_groups when > 1)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="--only ess: independent runs of ebmlab's 16 chains per row")
     args = parser.parse_args()
     if args.only in ("all", "ops"):
         with_threads(1, count_ops)
     if args.only in ("all", "timing"):
         main(args.repeats, args.threads)
     if args.only in ("all", "ess"):
-        main_ess(args.quick, args.targets, args.samplers, args.pyro_groups)
+        main_ess(args.quick, args.targets, args.samplers, args.pyro_groups, args.runs)
     if args.only == "pyro_groups":
         main_pyro_groups(args.targets or ["banana", "funnel"], args.pyro_chains)
