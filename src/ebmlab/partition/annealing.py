@@ -20,7 +20,8 @@ from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import State
 
 __all__ = ["TRANSITIONS", "GRADIENT_KERNELS", "Annealing", "StepTuner", "Whitened",
-           "make_transition", "particle_chol", "base_sample", "base_log_prob", "NormalLogProb"]
+           "make_transition", "has_gradient", "particle_chol", "base_sample", "base_log_prob",
+           "NormalLogProb"]
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
 TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3, "ghmc": 0.8}
@@ -406,3 +407,22 @@ def base_log_prob(base: Distribution, b: int) -> Any:
         return base.log_prob(yb).transpose(0, 1).reshape(-1)
 
     return log_prob
+
+
+def has_gradient(run: Annealing, energy: Energy, x: Tensor | None, base: Distribution,
+                 device: torch.device) -> bool:
+    """Whether the tempered target has a usable gradient at a few draws of the base.
+
+    The draws come from a generator of their own, so the run's random stream is untouched.
+    """
+    b = run.b
+    probe_gen = torch.Generator(device=device).manual_seed(0)
+    y = base_sample(base, b, 2, probe_gen)
+    x_rows = None if x is None else x.repeat_interleave(2, dim=0)
+    target = TemperedEnergy(energy, run.base_log_prob(), 1.0, run.beta, run.domain)
+    try:
+        e, g = target.energy_and_grad(y, x_rows)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    finite = torch.isfinite(e)
+    return bool(torch.isfinite(g[finite]).all())
