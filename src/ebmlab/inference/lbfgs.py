@@ -8,7 +8,22 @@ from torch import Tensor
 from ebmlab._checks import check_positive, check_positive_int
 from ebmlab.inference.solver import Objective, SolverState
 
-__all__ = ["LBFGS", "BFGS", "armijo_search", "secant_refine"]
+__all__ = ["LBFGS", "BFGS", "armijo_search", "secant_refine", "host_any", "host_all"]
+
+
+# The line searches' early exits read a flag on the host: a graph break under
+# torch.compile (eb.infer(compile=True)). Behind torch.compiler.disable the compiler steps
+# over the read instead of tracing into it and printing its multi-line warning.
+@torch.compiler.disable
+def host_any(flags: Tensor) -> bool:
+    """``bool(flags.any())``, one host read, not traced by ``torch.compile``."""
+    return bool(flags.any())
+
+
+@torch.compiler.disable
+def host_all(flags: Tensor) -> bool:
+    """``bool(flags.all())``, one host read, not traced by ``torch.compile``."""
+    return bool(flags.all())
 
 
 class LBFGS:
@@ -216,7 +231,7 @@ class BFGS:
         # The first pair with positive curvature sets the scale of H (Nocedal & Wright 6.20).
         yy = (dg * dg).sum(-1)
         is_first = is_done & ~has_pair & (sy > 1e-10 * s.norm(dim=-1) * dg.norm(dim=-1))
-        if bool(is_first.any()):
+        if host_any(is_first):
             h = h * torch.where(is_first, sy / yy.clamp_min(tiny), 1.0).view(-1, 1, 1)
         hy = torch.bmm(h, dg.unsqueeze(-1)).squeeze(-1)
         yhy = (dg * hy).sum(-1)
@@ -234,7 +249,7 @@ class BFGS:
         left = torch.stack([u, -rho.unsqueeze(-1) * s_bar], 2)  # (N, D, 2)
         h = torch.baddbmm(h, left, torch.stack([s_bar, hy], 1))
         # A step that found no decrease restarts from H = I (a steepest-descent step).
-        if not bool(is_done.all()):
+        if not host_all(is_done):
             eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
             h = torch.where(is_done.view(-1, 1, 1), h, eye)
         new_state = {"h": h, "has_pair": (has_pair | is_pair) & is_done}
@@ -270,7 +285,7 @@ def armijo_search(
         e_new = torch.where(is_ok, e_try, e_new)
         g_new = torch.where(is_ok.unsqueeze(-1), g_try.reshape(shape[0], -1), g_new)
         is_done = is_done | is_ok
-        if bool(is_done.all()):
+        if host_all(is_done):
             break
         alpha = torch.where(is_done, alpha, alpha * 0.5)
     return y_new, e_new, g_new, alpha, is_done
@@ -307,7 +322,7 @@ def secant_refine(
     for _ in range(rounds):
         dn = (g_new * d).sum(-1)
         need = is_done & (dn.abs() > c2 * slope.abs()) & torch.isfinite(dn)
-        if not bool(need.any()):
+        if not host_any(need):
             break
         grew = dn > slope
         ratio = torch.where(grew, slope / torch.where(grew, slope - dn, -1.0), spread)
