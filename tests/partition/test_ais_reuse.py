@@ -7,6 +7,7 @@ deterministic. Total below 1e-3. Seeds: the ``generator`` fixture (EBMLAB_TEST_S
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import ebmlab as eb
@@ -28,13 +29,15 @@ class _Counting(eb.Energy):
         return self.energy.energy_and_grad(y, x)
 
 
-def test_mala_ais_evaluates_the_energy_once_per_step(generator):
+@pytest.mark.parametrize("kernel", [None, "mala", "ghmc"])
+def test_gradient_ais_evaluates_the_energy_once_per_step(kernel, generator):
     q = _Counting(eb.energies.Quadratic(torch.eye(3)))
     k, c, pilot = 40, 64, 16
-    AIS(c, k, base="gaussian").log_partition(q, generator=generator)
+    AIS(c, k, base="gaussian", kernel=kernel).log_partition(q, generator=generator)
     # One evaluation per chain at the first temperature, then one per step (the proposal);
-    # plus the 2-point gradient probe. Earlier releases evaluated twice per step.
-    assert q.n == (pilot + c) * (k + 1) + 2
+    # plus, for the default (GHMC where there is a gradient), the 2-point gradient probe.
+    # Earlier releases evaluated twice per step.
+    assert q.n == (pilot + c) * (k + 1) + (2 if kernel is None else 0)
 
 
 def test_whitened_transitions_are_unbiased_on_a_correlated_gaussian(generator):

@@ -38,7 +38,10 @@ class AIS:
     unbiased estimate of :math:`Z / Z_0 = Z`.
 
     **Transitions.** By default (``kernel=None``) they use the gradient where the energy is
-    differentiable: MALA (``"mala"``, one leapfrog step of HMC) preconditioned by the current
+    differentiable: ``"ghmc"`` (below; the default since the seventh session, MALA before:
+    0.0141 against 0.023 RMSE on a rotated 10-D Gaussian, 0.355 against 0.51 on
+    ManyWell-32 at equal evaluations). ``"mala"`` is one leapfrog step of HMC
+    preconditioned by the current
     spread of the particles (inverse mass = their per-coordinate variance), with a step size
     tuned at every temperature towards 57.4 % acceptance (with enough pilot particles per
     dimension, 2D < C, a dense preconditioner instead: their covariance shrunk towards its
@@ -355,7 +358,7 @@ class AIS:
             y, log_w = run(c, choose)
             return y, log_w, run, choose
         kind = kernel if kernel is not None else (
-            "mala" if has_gradient(run, energy, x, base, device) else "random_walk")
+            "ghmc" if has_gradient(run, energy, x, base, device) else "random_walk")
         target = self.target_acceptance or TRANSITIONS[kind]
         alpha = 0.0 if kind != "ghmc" else self.momentum if self.momentum is not None else 0.5
         tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog, alpha)
