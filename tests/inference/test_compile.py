@@ -170,3 +170,22 @@ def test_merge_repeated_work_merges_pure_ops_only() -> None:
     want = fn(a, w)
     torch.manual_seed(0)
     torch.testing.assert_close(gm(a, w), want)
+
+
+def test_compiled_hybrid_polish_prints_no_graph_break_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The L-BFGS line searches' early exits read flags on the host (host_any / host_all,
+    # behind torch.compiler.disable): torch's multi-line "Graph break from Tensor.item()"
+    # warning, logged by dynamo when it traced into them, must not appear.
+    from ebmlab.inference.lbfgs import host_all, host_any
+
+    assert host_any(torch.tensor([False, True])) and not host_all(torch.tensor([False, True]))
+    q = eb.energies.Quadratic(torch.diag(torch.tensor([1.0, 30.0])), mean=[1.0, -1.0])
+    y0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(3)) * 3
+    with caplog.at_level("WARNING", logger="torch._dynamo"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.InferenceWarning)
+        warnings.simplefilter("error", UserWarning)  # no fallback: really compiled
+        got = eb.infer(q, init=y0.unsqueeze(0), compile=True, max_steps=60, check_every=10)
+    assert not [r for r in caplog.records if "Graph break" in r.getMessage()]
+    torch.testing.assert_close(got.y[0, 0], torch.tensor([1.0, -1.0]), rtol=0, atol=1e-4)
