@@ -29,6 +29,7 @@ from ebmlab.samplers.loop import (
     compiled_step,
     run_steps,
 )
+from ebmlab.samplers.mass import Welford, WindowVariance
 from ebmlab.samplers.state import State
 
 __all__ = [
@@ -93,29 +94,6 @@ def mass_windows(burn_in: int) -> list[int]:
         start, size = end, 2 * size
 
 
-class _Welford:
-    """Running per-chain mean and sum of squared deviations of positions (no host reads)."""
-
-    def __init__(self, like: Tensor) -> None:
-        self.count = 0
-        self.mean = torch.zeros_like(like)
-        self.m2 = torch.zeros_like(like)
-
-    def update(self, y: Tensor) -> None:
-        self.count += 1
-        delta = y - self.mean
-        self.mean.add_(delta, alpha=1.0 / self.count)
-        self.m2.addcmul_(delta, y - self.mean)
-
-    def variance(self, shared: bool) -> Tensor:
-        """Stan's regularised variance: (n / (n + 5)) var + 1e-3 (5 / (n + 5))."""
-        n = self.count
-        var = self.m2 / max(n - 1, 1)
-        if shared:
-            var = var.mean(0)
-        return var.mul_(n / (n + 5.0)).add_(1e-3 * 5.0 / (n + 5.0))
-
-
 def _per_chain_view(t: Tensor, ndim: int) -> Tensor:
     return t.reshape(t.shape[0], *([1] * (ndim - 1)))
 
@@ -147,11 +125,12 @@ def _adapt(
         adapt = DualAveraging(float(h0), target, state.energy)
     base = sampler
     mass = None
-    welford = _Welford(y) if windows else None
+    welford = WindowVariance(y) if windows else None
+    window_start = 75
     stuck_window = (burn_in - windows[-1]) if windows else max(1, min(50, burn_in // 10))
     accept_sum = torch.zeros(chains, dtype=state.energy.dtype, device=y.device)
     # Movement over the same window (a chain can accept a tiny step and not move at all).
-    moved = _Welford(y) if stuck_window >= MIN_MOVEMENT_WINDOW else None
+    moved = Welford(y) if stuck_window >= MIN_MOVEMENT_WINDOW else None
 
     def with_step(h: Tensor) -> Any:
         return base.with_step_size(_per_chain_view(h, ndim) if per_chain else h)
@@ -166,15 +145,19 @@ def _adapt(
             if moved is not None:
                 moved.update(state.position)
         if welford is not None and t >= 75:  # the slow windows start after 75 fast steps
+            end = next(w for w in windows if w > t)
+            if t == (window_start + end) // 2:
+                welford.split()
             welford.update(state.position)
-            if t + 1 in windows:
-                var = welford.variance(shared=not per_chain)
+            if t + 1 == end:
+                var = welford.variance("partial" if per_chain else "full")
+                window_start = end
                 mass = 1.0 / (beta * var)  # M^{-1} = beta * Var: unit frequencies
                 base = sampler.with_mass(mass)
                 current = adapt.log_step.exp()
                 adapt = DualAveraging(current, target, state.energy) if per_chain else (
                     DualAveraging(float(current), target, state.energy))
-                welford = _Welford(y) if t + 1 < windows[-1] else None
+                welford = WindowVariance(y) if t + 1 < windows[-1] else None
                 h = current
         tuned = with_step(h)
     # The averaged step size of the last adaptation interval; a failed one keeps the start.
