@@ -240,8 +240,14 @@ def sample(
       of earlier releases, with ``adapt_mass="none"``).
     - ``adapt_mass="diag"`` (default): with ``burn_in >= 150``, a diagonal mass matrix
       :math:`M^{-1} = \beta\,\widehat{\mathrm{Var}}[y]` is estimated in Stan's windows
-      (:func:`mass_windows`), per chain or pooled over chains as ``adapt`` says, and the
-      step-size adaptation restarts after each update; ``"none"`` keeps the kernel's mass.
+      (:func:`mass_windows`) and the step-size adaptation restarts after each update;
+      ``"none"`` keeps the kernel's mass. With ``adapt="per_chain"`` every chain has its own
+      mass, *partially pooled*: each chain's log variances are shrunk towards their mean over
+      the chains by how much of their spread the window's noise explains (positive-part
+      James-Stein, :func:`ebmlab.samplers.mass.partially_pooled`), so chains on one target
+      share one estimate made of all their draws, and chains in different regions (a
+      funnel's neck, different inputs ``x``) keep their own; ``adapt="shared"`` uses the mean
+      of the within-chain variances.
     - A chain whose mean acceptance over the last adaptation window is below 1 %
       (``STUCK_ACCEPTANCE``), or, when that window has at least 20 steps, whose positions
       over it vary far less than the median chain's (``eb.diagnostics.relative_spread``
