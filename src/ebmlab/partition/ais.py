@@ -362,18 +362,27 @@ class AIS:
         target = self.target_acceptance or TRANSITIONS[kind]
         alpha = 0.0 if kind != "ghmc" else self.momentum if self.momentum is not None else 0.5
         tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog, alpha)
-        run(pilot, tuner, fast_init=True, reuse=True, record=adaptive)
+        try:
+            run(pilot, tuner, fast_init=True, reuse=True, record=adaptive)
+        except (RuntimeError, NotImplementedError, TypeError) as err:
+            if kind == "random_walk" or has_gradient(run, energy, x, base, device):
+                raise
+            raise ValueError(f"kernel={kind!r} needs the energy's gradient (energy_and_grad "
+                             "failed); use kernel='random_walk' or None") from err
         params, leapfrog = tuner.params, self.num_leapfrog
+        mean_of = tuner.means.__getitem__ if tuner.means else None  # pCNL's (frozen) references
         if adaptive:  # the main run's ladder; each step reuses the nearest pilot step's kernel
             pilot_temperatures = run.temperatures
             ladder = adapt_ladder(run, self.num_temperatures)
-            params = nearest_params(params, pilot_temperatures, ladder, self.num_steps)
+            params = nearest_params(params, pilot_temperatures, ladder, self.num_steps,
+                                    tuner.means)
+            mean_of = params.mean if tuner.means else None
 
         def fixed(k: int, y: Tensor, info: Any) -> Any:
             # The pilot's tuned step of input b, for every chain of the run (y's row count).
             factor, spread, chol = params[k]
             return make_transition(kind, factor, spread, y.shape[0] // b, tuple(y.shape[1:]),
-                                   leapfrog, chol, alpha)
+                                   leapfrog, chol, alpha, None if mean_of is None else mean_of(k))
 
         y, log_w = run(c, fixed, fast_init=True, reuse=True)
         return y, log_w, run, fixed

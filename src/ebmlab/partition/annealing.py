@@ -12,6 +12,7 @@ from torch.distributions import Distribution, Independent, Normal
 from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.partition._common import check_finite_energies, sample_distribution
+from ebmlab.partition.crank_nicolson import CrankNicolsonLangevin
 from ebmlab.partition.momentum import MomentumState, PersistentLeapfrog
 from ebmlab.partition.path import TemperedEnergy
 from ebmlab.samplers.hmc import HMC
@@ -24,7 +25,7 @@ __all__ = ["TRANSITIONS", "GRADIENT_KERNELS", "Annealing", "StepTuner", "Whitene
            "NormalLogProb"]
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
-TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3, "ghmc": 0.8}
+TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3, "ghmc": 0.8, "pcnl": 0.7}
 # The dense preconditioner shrinks the particles' covariance towards its diagonal with
 # weight min(1, SHRINKAGE * D / C) (C particles in D dimensions).
 SHRINKAGE = 2.0
@@ -32,8 +33,9 @@ SHRINKAGE = 2.0
 
 def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
                     shape: tuple[int, ...], num_leapfrog: int = 1,
-                    chol: Tensor | None = None, momentum: float = 0.0) -> Any:
-    """Build the kernel of one AIS step for C chains per input, rows ordered (B, C).
+                    chol: Tensor | None = None, momentum: float = 0.0,
+                    mean: Tensor | None = None) -> Any:
+    r"""Build the kernel of one AIS step for C chains per input, rows ordered (B, C).
 
     ``factor`` (B, 1, 1) times the particle ``spread`` (B, 1, D) is the random walk's scale
     per coordinate; for ``"mala"`` (one leapfrog step) and ``"hmc"`` the factor is the
@@ -41,12 +43,17 @@ def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
     with ``chol`` (B, D, D), the Cholesky factor L of the particles' covariance: the kernel
     then runs in whitened coordinates :math:`z = L^{-1}y` (a dense preconditioner).
     ``"ghmc"`` is :class:`~ebmlab.partition.momentum.PersistentLeapfrog` with persistence
-    ``momentum``, the same preconditioners.
+    ``momentum``, the same preconditioners. ``"pcnl"`` is
+    :class:`~ebmlab.partition.crank_nicolson.CrankNicolsonLangevin` with :math:`\delta` =
+    factor around the reference N(``mean`` (B, 1, D), :math:`LL^\top` or spread²).
     """
     b, d = spread.shape[0], spread.shape[-1]
     if kind == "random_walk":
         return RandomWalkMetropolis((factor * spread).expand(b, c, d).reshape(b * c, *shape))
     eps = factor.expand(b, c, 1).reshape(b * c, *([1] * len(shape)))
+    if kind == "pcnl":
+        scale = None if chol is not None else spread.expand(b, c, d).reshape(b * c, *shape)
+        return CrankNicolsonLangevin(eps, mean.expand(b, c, d).reshape(b * c, *shape), scale, chol)
     if kind == "ghmc":
         scale = None if chol is not None else spread.expand(b, c, d).reshape(b * c, *shape)
         return PersistentLeapfrog(eps, momentum, scale, chol)
@@ -153,10 +160,13 @@ class StepTuner:
         self.num_leapfrog, self.momentum = num_leapfrog, momentum
         self.log_factor: Tensor | None = None
         self.params: list[tuple[Tensor, Tensor]] = []
+        self.means: list[Tensor] = []  # the particles' mean (B, 1, D) of every step (pCNL)
 
     def _initial(self, d: int) -> float:
         if self.kind == "random_walk":
             return 2.38 / math.sqrt(d)
+        if self.kind == "pcnl":
+            return 2.0  # the independence proposal (plus a gradient step), the cap
         if self.kind in ("mala", "ghmc"):
             return 1.65 * d ** (-1.0 / 6.0)  # Roberts and Rosenthal's optimal scaling
         return d ** -0.25
@@ -170,18 +180,21 @@ class StepTuner:
             rate = info.acceptance_rate.reshape(self.b, self.c).mean(1)  # (B,)
             self.log_factor = (
                 self.log_factor + (rate - self.target).reshape(self.b, 1, 1)
-            ).clamp(math.log(1e-3), math.log(10.0))
+            ).clamp(math.log(1e-3), math.log(2.0 if self.kind == "pcnl" else 10.0))
         spread = flat.std(1, keepdim=True).clamp_min(1e-12)  # (B, 1, D)
         chol = None if self.kind == "random_walk" else particle_chol(flat)
         factor = self.log_factor.exp()
         self.params.append((factor, spread, chol))
+        mean = flat.mean(1, keepdim=True) if self.kind == "pcnl" else None
+        if mean is not None:
+            self.means.append(mean)
         return make_transition(self.kind, factor, spread, self.c, tuple(y.shape[1:]),
-                               self.num_leapfrog, chol, self.momentum)
+                               self.num_leapfrog, chol, self.momentum, mean)
 
 
 # The gradient kernels whose state starts (position, energy, gradient) and whose last
 # evaluation in a step is at the proposal, kept exactly when accepted.
-GRADIENT_KERNELS = (HMC, Whitened, PersistentLeapfrog)
+GRADIENT_KERNELS = (HMC, Whitened, PersistentLeapfrog, CrankNicolsonLangevin)
 
 
 class _Memo(Energy):

@@ -110,11 +110,14 @@ def adapt_ladder(run: Any, num_temperatures: int) -> Tensor:
 
 class NearestParams:
     """The pilot's tuned (factor, spread, chol) of every step, gathered per input at the
-    nearest pilot temperature (see :func:`nearest_steps`); indexed by the run's step."""
+    nearest pilot temperature (see :func:`nearest_steps`); indexed by the run's step.
+    ``means`` (one (B, 1, D) per pilot step, pCNL's reference means) are gathered alike by
+    :meth:`mean`."""
 
-    def __init__(self, params: list[tuple[Tensor, Tensor, Tensor | None]], index: Tensor
-                 ) -> None:
+    def __init__(self, params: list[tuple[Tensor, Tensor, Tensor | None]], index: Tensor,
+                 means: list[Tensor] | None = None) -> None:
         self.index = index  # (K * num_steps, B)
+        self.means = torch.stack(means) if means else None  # (P, B, 1, D)
         self.factors = torch.stack([p[0] for p in params])  # (P, B, 1, 1)
         self.spreads = torch.stack([p[1] for p in params])  # (P, B, 1, D)
         self.chols = [p[2] for p in params]
@@ -135,8 +138,13 @@ class NearestParams:
                             for r, (i, c) in enumerate(zip(j.tolist(), picked, strict=True))])
         return factor, spread, chol
 
+    def mean(self, k: int) -> Tensor | None:
+        """The recorded mean (B, 1, D) of step k's pilot step per input, or ``None``."""
+        return None if self.means is None else self.means[self.index[k], self.rows]
+
 
 def nearest_params(params: list[tuple[Tensor, Tensor, Tensor | None]], pilot: list[float],
-                   ladder: Tensor, num_steps: int) -> NearestParams:
+                   ladder: Tensor, num_steps: int, means: list[Tensor] | None = None
+                   ) -> NearestParams:
     """The pilot's tuned kernels for a run on ``ladder`` (B, K + 1): :class:`NearestParams`."""
-    return NearestParams(params, nearest_steps(pilot, ladder, num_steps))
+    return NearestParams(params, nearest_steps(pilot, ladder, num_steps), means)
