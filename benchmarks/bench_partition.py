@@ -18,9 +18,10 @@
    ladder against the adaptive one (equal thermodynamic length), MALA against GHMC
    (persistent momentum).
 Usage: python benchmarks/bench_partition.py [--quick] [--only all|estimators|grid|issue12]
-[--seeds N] [--gaussian-seeds N] [--problem "ManyWell-32"|"Gaussian 10-D"]
-(--problem re-runs one problem's rows of partition_issue12 and keeps the other's from the
-existing results/partition_issue12.json.)
+[--seeds N] [--gaussian-seeds N] [--problem "ManyWell-32"|"Gaussian 10-D"] [--rows TEXT]
+(--problem re-runs one problem's rows of partition_issue12, --rows the rows whose label
+contains TEXT, e.g. "pCNL"; every other row is kept from the existing
+results/partition_issue12.json.)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ GAUSSIAN_SEEDS = (int(sys.argv[sys.argv.index("--gaussian-seeds") + 1])
                   if "--gaussian-seeds" in sys.argv else 4 if QUICK else 60)
 # Only this problem's rows are re-run (the others are kept from the existing table).
 PROBLEM = sys.argv[sys.argv.index("--problem") + 1] if "--problem" in sys.argv else None
+# Only the rows whose label contains this text are re-run (``--rows``).
+ROWS = sys.argv[sys.argv.index("--rows") + 1] if "--rows" in sys.argv else None
 
 
 def gaussian_10d() -> tuple[eb.energies.Quadratic, float]:
@@ -308,6 +311,8 @@ def issue12_cases(scale: int) -> dict[str, tuple]:
                                                  kernel="hmc", bidirectional=True, **ada)),
             ("AIS GHMC 0.5 128x3400 adaptive", AIS(128, 3400 // scale, base=wide32,
                                                    kernel="ghmc", bidirectional=True, **ada)),
+            ("AIS pCNL 128x3400 adaptive", AIS(128, 3400 // scale, base=wide32, kernel="pcnl",
+                                               bidirectional=True, **ada)),
         ]),
         "Gaussian 10-D": (q10, truth10, GAUSSIAN_SEEDS, [
             ("IS N=100000", Importance(100_000 // scale, proposal=std10)),
@@ -333,6 +338,14 @@ def issue12_cases(scale: int) -> dict[str, tuple]:
                                                          **ada)),
             ("AIS GHMC 0.9 1024x100 1 step adaptive", AIS(1024, k100, kernel="ghmc",
                                                          momentum=0.9, **gauss, **ada)),
+            # pCNL around the pilot's Gaussian fit, towards 70 % (the kernel's default) / 90 %.
+            ("AIS pCNL 256x200 adaptive", AIS(256, 200 // scale, num_steps=2, kernel="pcnl",
+                                              **gauss, **ada)),
+            ("AIS pCNL 1024x100 1 step adaptive", AIS(1024, k100, kernel="pcnl", **gauss,
+                                                      **ada)),
+            ("AIS pCNL 90 % 1024x100 1 step adaptive", AIS(1024, k100, kernel="pcnl",
+                                                           target_acceptance=0.9, **gauss,
+                                                           **ada)),
             # Reference, not a usable method: exact draws of every tempered Gaussian.
             ("AIS exact transitions 256x200", AIS(256, 200 // scale, num_steps=2,
                                                   kernel=ExactGaussianTransition(q10),
@@ -347,11 +360,22 @@ def issue12_cases(scale: int) -> dict[str, tuple]:
 
 def issue12_rows() -> list[dict[str, object]]:
     problems = issue12_cases(4 if QUICK else 1)
+    old = {}
+    if PROBLEM is not None or ROWS is not None:  # keep the rows not re-run
+        import json
+
+        from common import RESULTS
+
+        table = json.loads((RESULTS / "partition_issue12.json").read_text())["rows"]
+        old = {(r["problem"], r["estimator"]): r for r in table}
     rows = []
     for problem, (energy, truth, seeds, cases) in problems.items():
-        if PROBLEM is not None and problem != PROBLEM:
-            continue
         for label, estimator in cases:
+            if ((PROBLEM is not None and problem != PROBLEM)
+                    or (ROWS is not None and ROWS not in label)):
+                if (problem, label) in old:
+                    rows.append(old[(problem, label)])
+                continue
             is_ais = isinstance(estimator, AIS)
             counting = Counting(energy)
             # The time of one estimate: one unbatched run (seed 0).
@@ -374,14 +398,6 @@ def issue12_rows() -> list[dict[str, object]]:
             }
             rows.append(row)
             print(row, flush=True)
-    if PROBLEM is not None:  # keep the other problem's rows of the existing table
-        import json
-
-        from common import RESULTS
-
-        old = json.loads((RESULTS / "partition_issue12.json").read_text())["rows"]
-        kept = [r for r in old if r["problem"] != PROBLEM]
-        rows = (kept + rows) if PROBLEM != "ManyWell-32" else (rows + kept)
     return rows
 
 
@@ -410,7 +426,10 @@ def main_issue12() -> None:
                "pilot-tuned random walk; HMC(3): kernel='hmc', 3 leapfrog steps, tuned "
                "towards 65 %; GHMC a: kernel='ghmc', one leapfrog step per AIS step with "
                "the momentum carried over and refreshed partly (persistence a), tuned "
-               "towards 80 %. '1 step': one transition per temperature (4x the chains, half "
+               "towards 80 %. pCNL: kernel='pcnl', preconditioned Crank-Nicolson Langevin "
+               "around the pilot's Gaussian fit (particle mean and shrunk covariance) at each "
+               "temperature, delta tuned towards 70 % (or the % given), capped at 2. "
+               "'1 step': one transition per temperature (4x the chains, half "
                "the ladder: the same budget split otherwise). 'exact transitions' is a "
                "reference, not a usable method: each step draws an exact sample of the "
                "tempered Gaussian (perfect mixing), the error the ladder and chain count "
