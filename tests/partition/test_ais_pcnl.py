@@ -127,3 +127,14 @@ def test_pcnl_needs_a_gradient_and_takes_no_momentum():
         AIS(kernel="pcnl", momentum=0.5)
     with pytest.raises(ValueError, match="target_acceptance"):
         AIS(kernel="pcnl", target_acceptance=1.5)
+
+
+def test_nearest_params_gathers_the_reference_means_per_input():
+    from ebmlab.partition.ladder import NearestParams
+
+    b, d = 2, 3
+    params = [(torch.full((b, 1, 1), 0.1 * (i + 1)), torch.ones(b, 1, d), None) for i in range(2)]
+    means = [torch.zeros(b, 1, d), torch.ones(b, 1, d)]
+    near = NearestParams(params, torch.tensor([[0, 1]]), means)
+    assert near.mean(0)[:, 0, 0].tolist() == [0.0, 1.0]  # input 0 at step 0, input 1 at 1
+    assert NearestParams(params, torch.tensor([[0, 1]])).mean(0) is None
