@@ -9,8 +9,9 @@ Each estimator is a small object holding its settings, with
 - :class:`Enumerate`: exact sums over a discrete domain (``eb.Binary``, ``eb.Categorical``).
 - :class:`AIS`: annealed importance sampling on the geometric path from a uniform or
   Gaussian base on a ladder of equal thermodynamic length (``schedule="adaptive"``):
-  gradient transitions with persistent momentum (``"ghmc"``) by default, MALA, HMC, the
-  random walk (:class:`RandomWalkMetropolis`) or any sampler kernel;
+  gradient transitions with persistent momentum (``"ghmc"``) by default, MALA, HMC,
+  Crank-Nicolson Langevin around the pilot's Gaussian (``"pcnl"``), the random walk
+  (:class:`RandomWalkMetropolis`) or any sampler kernel;
   ``bidirectional=True`` adds reverse-AIS lower and upper bounds.
 
 ``ESTIMATORS`` maps the names ``eb.Gibbs(..., estimator=name)`` accepts to the classes;
