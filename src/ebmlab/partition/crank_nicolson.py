@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.energy import Energy
+from ebmlab.samplers.metropolis import metropolis_accept, select
 from ebmlab.samplers.state import HMCInfo, State
 
 __all__ = ["CrankNicolsonLangevin"]
@@ -109,11 +110,7 @@ class CrankNicolsonLangevin:
         forth = xi.square().flatten(1).sum(1)  # -2 log q(z' | z) + const
         error = (e_new - e) + 0.5 * (back - forth)
         error = torch.nan_to_num(error, nan=math.inf)
-        rate = (-error).clamp(max=0.0).exp()
-        u = torch.rand(y.shape[:1], generator=generator, dtype=y.dtype, device=y.device)
-        accepted = u < rate
-        m = accepted.reshape(-1, *([1] * (y.ndim - 1)))
-        new = State(torch.where(m, y_new, y), torch.where(accepted, e_new, e),
-                    torch.where(m, g_new, g))
+        accepted, rate = metropolis_accept(-error, generator)
+        new = select(accepted, State(y_new, e_new, g_new), State(y, e, g))
         divergent = ~torch.isfinite(error) | (error > 1000.0)
         return new, HMCInfo(rate, accepted, divergent, error)
