@@ -29,7 +29,7 @@ class _Counting(eb.Energy):
         return self.energy.energy_and_grad(y, x)
 
 
-@pytest.mark.parametrize("kernel", [None, "mala", "ghmc"])
+@pytest.mark.parametrize("kernel", [None, "mala", "ghmc", "pcnl"])
 def test_gradient_ais_evaluates_the_energy_once_per_step(kernel, generator):
     q = _Counting(eb.energies.Quadratic(torch.eye(3)))
     k, c, pilot = 40, 64, 16

@@ -6,17 +6,17 @@ iid Gaussian draws with margins of > 5 sd of the estimates they bound. Total < 1
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ebmlab.samplers.mass import WindowVariance, partially_pooled, regularised
 
 
 def _window(draws: torch.Tensor, split: int) -> WindowVariance:
-    w = WindowVariance(draws[0])
-    for t, y in enumerate(draws):
-        if t == split:
-            w.split()
+    w = WindowVariance(draws[0], 2 * split)  # the first half: the first ``split`` draws
+    for y in draws:
         w.update(y)
+    assert [h.count for h in w.halves] == [split, len(draws) - split]
     return w
 
 
@@ -26,6 +26,8 @@ def test_the_halves_combine_to_the_one_pass_variance(generator):
         got = _window(draws, split).variance("none")
         torch.testing.assert_close(got, regularised(draws.var(0), 101), rtol=1e-12, atol=0)
     full = _window(draws, 50).variance("full")
+    with pytest.raises(ValueError, match="pool must be one of"):
+        _window(draws, 50).variance("pooled")
     torch.testing.assert_close(full, regularised(draws.var(0).mean(0), 101), rtol=1e-12, atol=0)
 
 

@@ -56,7 +56,7 @@ class AIS:
     (:class:`~ebmlab.partition.crank_nicolson.CrankNicolsonLangevin`) around a Gaussian fitted
     to the pilot's particles at each temperature (their mean and shrunk covariance), its
     :math:`\delta \le 2` tuned towards 70 %: near-independent draws where the tempered
-    targets are nearly Gaussian (10-D: 0.0146 against GHMC's 0.0177 over 240 runs), but not
+    targets are nearly Gaussian (10-D: 0.0140 against GHMC's 0.0168 over 240 runs), but not
     on multimodal ones (ManyWell-32: 0.55 against 0.355), and
     ``kernel="random_walk"`` is the gradient-free random-walk Metropolis of earlier releases
     (scale = particle spread times a factor tuned towards 30 %; the default before 0.9). The

@@ -125,8 +125,10 @@ def _adapt(
         adapt = DualAveraging(float(h0), target, state.energy)
     base = sampler
     mass = None
-    welford = WindowVariance(y) if windows else None
-    window_start = 75
+    # The slow windows start after 75 fast steps; each ends at the next of ``windows``.
+    ends = iter(windows)
+    start, end = 75, next(ends, None)
+    welford = WindowVariance(y, end - start) if end is not None else None
     stuck_window = (burn_in - windows[-1]) if windows else max(1, min(50, burn_in // 10))
     accept_sum = torch.zeros(chains, dtype=state.energy.dtype, device=y.device)
     # Movement over the same window (a chain can accept a tiny step and not move at all).
@@ -144,20 +146,17 @@ def _adapt(
             accept_sum += rate
             if moved is not None:
                 moved.update(state.position)
-        if welford is not None and t >= 75:  # the slow windows start after 75 fast steps
-            end = next(w for w in windows if w > t)
-            if t == (window_start + end) // 2:
-                welford.split()
+        if welford is not None and t >= start:
             welford.update(state.position)
             if t + 1 == end:
                 var = welford.variance("partial" if per_chain else "full")
-                window_start = end
                 mass = 1.0 / (beta * var)  # M^{-1} = beta * Var: unit frequencies
                 base = sampler.with_mass(mass)
                 current = adapt.log_step.exp()
                 adapt = DualAveraging(current, target, state.energy) if per_chain else (
                     DualAveraging(float(current), target, state.energy))
-                welford = WindowVariance(y) if t + 1 < windows[-1] else None
+                start, end = end, next(ends, None)
+                welford = WindowVariance(y, end - start) if end is not None else None
                 h = current
         tuned = with_step(h)
     # The averaged step size of the last adaptation interval; a failed one keeps the start.

@@ -77,37 +77,40 @@ def partially_pooled(log_var: Tensor, noise: Tensor) -> Tensor:
 
 
 class WindowVariance:
-    """The variance of one adaptation window, per chain, from its two halves.
+    r"""The variance of one adaptation window of ``length`` draws, per chain, from its halves.
 
-    ``update`` feeds the draws of the window; ``split()`` is called once at its midpoint.
-    ``variance(pool)`` returns Stan's regularised variance of the whole window, per chain
-    (``pool="partial"``: shrunk across chains by :func:`partially_pooled`, the noise of each
-    chain's log variance estimated from the difference of its two halves' log variances,
-    :math:`\\mathrm{Var}[\\log v] \\approx \\tfrac14\\,\\overline{(\\log v_1 - \\log v_2)^2}`),
-    or one for all chains (``pool="full"``: the mean of the within-chain variances).
+    ``update`` feeds the window's draws; the first ``length // 2`` form its first half, the
+    rest its second. ``variance(pool)`` returns Stan's regularised variance of the whole
+    window: per chain (``pool="none"``), per chain shrunk across chains by
+    :func:`partially_pooled` (``pool="partial"``; the noise of each chain's log variance
+    estimated from the difference of its two halves' log variances,
+    :math:`\mathrm{Var}[\log v] \approx \tfrac14\,\overline{(\log v_1 - \log v_2)^2}`), or
+    one for all chains (``pool="full"``: the mean of the within-chain variances).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> w = WindowVariance(torch.zeros(16, 2))
+        >>> w = WindowVariance(torch.zeros(16, 2), 200)
         >>> for t in range(200):
-        ...     if t == 100:
-        ...         w.split()
         ...     w.update(torch.randn(16, 2, generator=g) * torch.tensor([0.1, 3.0]))
         >>> v = w.variance("partial")
         >>> v.shape, bool((v.std(0) / v.mean(0) < 0.05).all())  # one target: shared
         (torch.Size([16, 2]), True)
     """
 
-    def __init__(self, like: Tensor) -> None:
-        self.halves = [Welford(like)]
+    POOLS = ("none", "partial", "full")
+
+    def __init__(self, like: Tensor, length: int) -> None:
+        self.like, self.half = like, length // 2
+        self.halves = [Welford(like)] if self.half else [Welford(like), Welford(like)]
 
     def update(self, y: Tensor) -> None:
+        if len(self.halves) == 1 and self.halves[0].count == self.half:
+            self.halves.append(Welford(self.like))
         self.halves[-1].update(y)
 
-    def split(self) -> None:
-        self.halves.append(Welford(self.halves[0].mean))
-
     def variance(self, pool: str) -> Tensor:
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {self.POOLS}; got {pool!r}")
         first = self.halves[0]
         n, mean, m2 = first.count, first.mean, first.m2
         if len(self.halves) == 2 and self.halves[1].count:
@@ -120,7 +123,7 @@ class WindowVariance:
         if pool == "full":
             return regularised(var.mean(0), n)
         var = regularised(var, n)
-        if pool != "partial" or len(self.halves) < 2 or min(h.count for h in self.halves) < 2:
+        if pool == "none" or len(self.halves) < 2 or min(h.count for h in self.halves) < 2:
             return var
         tiny = torch.finfo(var.dtype).tiny
         halves = [regularised(h.variance(), h.count).clamp(min=tiny).log() for h in self.halves]
