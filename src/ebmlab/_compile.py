@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.distributions import Distribution
 
 __all__ = ["COMPILE_MODES", "check_compile", "compiled", "Compiled", "MergeRepeatedWork"]
 
@@ -231,6 +232,21 @@ class Compiled:
             return _clone_tensors(self._impl(*args, **kwargs))
         return self._impl(*args, **kwargs)
 
+    def _compiled_call(self, first: bool, args: tuple, kwargs: dict) -> Any:
+        # torch.compile turns torch.distributions' argument validation off for the whole
+        # process when it builds its first wrapper (pytorch/pytorch#185438), so every later
+        # eager Distribution (eb.Gibbs.log_prob's support check included) would accept bad
+        # values silently. It stays off only while dynamo builds and runs the compiled
+        # function (what that patch needs); the user's setting is restored afterwards.
+        before = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+        try:
+            if first:
+                self._impl = self._build(args, kwargs)
+            return self._call_impl(args, kwargs)
+        finally:
+            Distribution.set_default_validate_args(before)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_eager:
             return self.fn(*args, **kwargs)
@@ -239,9 +255,7 @@ class Compiled:
         saved_global = torch.random.get_rng_state()
         first = self._impl is None
         try:
-            if first:
-                self._impl = self._build(args, kwargs)
-            return self._call_impl(args, kwargs)
+            return self._compiled_call(first, args, kwargs)
         except Exception as err:
             # A compiler failure on the first call or on a later recompilation (a new shape or
             # dtype): the random streams are rewound and fn runs eagerly. An error that fn

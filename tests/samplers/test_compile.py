@@ -209,3 +209,31 @@ def test_bench_gpu_refuses_without_cuda():
                           env=env, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "needs a CUDA device" in done.stderr
+
+
+@pytest.mark.slow
+def test_compiling_keeps_distribution_validation_on():
+    # torch.compile turns torch.distributions' validation off for the whole process when it
+    # builds its first wrapper (pytorch/pytorch#185438); after ebmlab's compiled calls the
+    # user's setting must be back, so eb.Gibbs still refuses values outside its support.
+    # A fresh process: the patch happens once per process.
+    code = (
+        "import torch, ebmlab as eb\n"
+        "from torch.distributions import Distribution\n"
+        "from ebmlab import _compile\n"
+        "assert Distribution._validate_args\n"
+        "f = _compile.compiled(lambda t: t * 2, mode='default', what='test step')\n"
+        "assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0)) and not f.is_eager\n"
+        "assert Distribution._validate_args, 'validation left off'\n"
+        "g = eb.Gibbs(eb.FunctionEnergy(lambda y, x: y.sum(-1), y_shape=(2,)),\n"
+        "             domain=eb.Binary(2))\n"
+        "try:\n"
+        "    g.log_prob(torch.full((1, 2), 0.5))\n"
+        "except ValueError:\n"
+        "    print('refused')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "refused"
