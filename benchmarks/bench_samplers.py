@@ -387,10 +387,17 @@ def _range(groups: list[float], scale: float) -> str:
 
 def _pyro_groups(tname, energy, y0, burn_in, steps, size, groups) -> list[dict[str, object]]:
     """Pyro's NUTS on ``groups`` independent groups of ``size`` chains, one after another
-    (group g: rows g*size.. of ``y0``, seed 3 + g*size): one row of ESS figures per group."""
+    (group g: rows g*size.. of ``y0``, seed 3 + g*size): one row of ESS figures per group.
+
+    ``y0`` may be a list of starting-point tensors (one per ebmlab run); the groups then walk
+    them in order, so Pyro's groups start where ebmlab's groups of the same runs start."""
+    starts = torch.cat(list(y0)) if isinstance(y0, (list, tuple)) else y0
+    if groups * size > starts.shape[0]:
+        raise ValueError(f"{groups} groups of {size} chains need {groups * size} starting "
+                         f"points; got {starts.shape[0]}")
     per_group = []
     for g in range(groups):
-        chunk = y0[g * size:(g + 1) * size]
+        chunk = starts[g * size:(g + 1) * size]
         draws, grads, seconds = _pyro_nuts(energy, chunk, burn_in, steps, 3 + g * size)
         ess = float(eb.diagnostics.ess_bulk(draws).min())
         per_group.append({"target": tname, "group": g, "chains": size, "ess_min": ess,
@@ -479,7 +486,8 @@ def ess_rows(quick: bool, targets: list[str] | None = None, samplers: list[str] 
     """
     chains, burn_in, steps = (4, 200, 200) if quick else (16, 500, 1000)
     pyro_chains = min(chains, 4)
-    pyro_groups = max(1, min(pyro_groups, chains // pyro_chains))
+    # Pyro's groups start from the starting points of ebmlab's runs, 4 groups per run.
+    pyro_groups = max(1, min(pyro_groups, runs * (chains // pyro_chains)))
     try:
         import pyro  # noqa: F401
 
@@ -513,7 +521,7 @@ def ess_rows(quick: bool, targets: list[str] | None = None, samplers: list[str] 
             rows.append(_ebmlab_row(tname, kname, done, chains))
             print(rows[-1], flush=True)
         if has_pyro and (not samplers or "Pyro" in samplers):
-            row, per_group = _pyro_row(tname, energy, starts[0], burn_in, steps, pyro_chains,
+            row, per_group = _pyro_row(tname, energy, starts, burn_in, steps, pyro_chains,
                                        pyro_groups)
             rows.append(row)
             print(row, flush=True)
@@ -625,7 +633,8 @@ if __name__ == "__main__":
                         choices=["NUTS", "HMC", "MALA", "Pyro"],
                         help="samplers of --only ess (default all)")
     parser.add_argument("--pyro-groups", type=int, default=1,
-                        help="--only ess: independent 4-chain Pyro groups per target (also "
+                        help="--only ess: independent 4-chain Pyro groups per target, at most "
+                             "4 per ebmlab run (--runs), from the same starting points (also "
                              "written to samplers_ess_pyro_groups when > 1)")
     parser.add_argument("--runs", type=int, default=1,
                         help="--only ess: independent runs of ebmlab's 16 chains per row")

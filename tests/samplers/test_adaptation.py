@@ -47,16 +47,21 @@ def test_adapted_mass_matches_the_marginal_variances(name, generator):
     assert chain.mass.shape == (2,)
     assert bool(((variance / sd**2 - 1).abs() < 0.2).all()), variance
     # Per chain: one mass row per chain, partially pooled (every chain samples the same
-    # target, so the chains' estimates are shrunk to nearly one): their mean tracks the
-    # target (30 %), and they agree with each other. Independent 200-draw estimates would
-    # spread by sqrt(2 / ESS) >= 0.1 in log; the positive-part shrinkage keeps a weight of
-    # order sqrt(2 / chains) = 0.18 of that (a spread ~0.05; observed <= 0.08): we accept 0.15.
+    # target, so the chains' estimates are shrunk towards one): their mean tracks the
+    # target, and they agree with each other. A chain's 200 draws of the last window have an
+    # ESS of ~10 (MALA) to ~50 (NUTS), so its own variance is biased low by ~tau/n <= 10 %
+    # and its log spreads by sqrt(2 / ESS) = 0.2-0.45 (measured); pooling in log space takes
+    # exp(-sd^2 / 2) ~ 10 % more, Stan's n / (n + 5) 2.4 %: the mean lands at 0.75-0.95 of
+    # the truth (measured on 7 seeds), +-5 % over 64 chains: we accept 35 %. The
+    # positive-part weight 1 - noise / spread^2 stays below 0.7 unless the chains' spread
+    # exceeds 3.3x the noise (> 7 sd with 64 chains on one target), so the pooled log
+    # masses spread by < 0.7 x 0.45: we accept 0.35 (measured <= 0.21; typically 0).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", eb.SamplerWarning)
         per = eb.sample(energy, y0, kernel, 10, burn_in=400, generator=generator)
     assert per.mass.shape == (64, 2) and per.step_sizes.shape == (64,)
-    assert bool((((1.0 / per.mass).mean(0) / sd**2 - 1).abs() < 0.3).all())
-    assert float(per.mass.log().std(0).max()) < 0.15, per.mass.log().std(0)
+    assert bool((((1.0 / per.mass).mean(0) / sd**2 - 1).abs() < 0.35).all())
+    assert float(per.mass.log().std(0).max()) < 0.35, per.mass.log().std(0)
 
 
 @pytest.mark.parametrize("name", ["hmc", "nuts", "mala"])
