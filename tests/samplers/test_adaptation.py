@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import ebmlab as eb
-from ebmlab.samplers.driver import mass_windows
+from ebmlab.samplers.driver import _shared_if_mixed, mass_windows
+from ebmlab.samplers.mass import Welford
 
 
 def test_mass_windows_follow_stan():
@@ -85,6 +86,53 @@ def test_chains_on_different_inputs_keep_their_own_mass(name, generator):
     for half, s in ((variance[:32], 0.1), (variance[32:], 3.0)):
         assert bool(((half.mean(0) / s**2 - 1).abs() < 0.3).all()), half.mean(0)
     assert float(variance[:32].max()) * 10 < float(variance[32:].min())
+
+
+def _window(means: torch.Tensor, sds: torch.Tensor, n: int = 50) -> Welford:
+    # A Welford over n draws per chain with exactly these means and standard deviations.
+    w = Welford(means)
+    w.count, w.mean, w.m2 = n, means.clone(), sds.square() * (n - 1)
+    return w
+
+
+def test_steps_of_chains_that_mix_as_one_move_halfway_to_the_median():
+    steps = torch.tensor([0.05, 0.1, 0.2, 0.1, 0.1, 0.4])
+    healthy = torch.ones(6, dtype=torch.bool)
+    ones = torch.ones(6, 2)
+    # One target: equal means (B/W = 0) and scales: log steps halve their distance to log 0.1.
+    mixed = _shared_if_mixed(steps, _window(torch.zeros(6, 2), ones), healthy, None)
+    torch.testing.assert_close(mixed.log() - math.log(0.1), (steps.log() - math.log(0.1)) / 2)
+    # A stuck chain (healthy False) does not move the median, and is moved like the others.
+    sick = healthy.clone()
+    sick[5] = False
+    torch.testing.assert_close(_shared_if_mixed(steps, _window(torch.zeros(6, 2), ones), sick,
+                                                None), mixed)
+    # Separated means (B/W = 1.2 on coordinate 0): each keeps its own.
+    apart = torch.zeros(6, 2)
+    apart[:3, 0] = 2.0
+    assert torch.equal(_shared_if_mixed(steps, _window(apart, ones), healthy, None), steps)
+    # Scales 30x apart with no mass to absorb them: each keeps its own ...
+    sds = torch.cat([torch.full((3, 2), 0.1), torch.full((3, 2), 3.0)])
+    assert torch.equal(_shared_if_mixed(steps, _window(torch.zeros(6, 2), sds), healthy, None),
+                       steps)
+    # ... and with each chain's adapted mass (1 / variance) they are one target again.
+    torch.testing.assert_close(
+        _shared_if_mixed(steps, _window(torch.zeros(6, 2), sds), healthy, 1.0 / sds**2), mixed)
+
+
+def test_chains_on_different_scales_without_mass_keep_their_own_steps(generator):
+    # y | x ~ N(0, x^2): without mass adaptation the right step is ~30x smaller at x = 0.1
+    # than at x = 3; sharing would leave one half rejecting everything or crawling. The
+    # chains' log variances are two groups ln(900) = 6.8 apart (robust spread ~5 >> 1.5).
+    energy = eb.FunctionEnergy(lambda y, x: 0.5 * ((y / x) ** 2).sum(-1), y_shape=(2,),
+                               x_shape=(1,))
+    x = torch.cat([torch.full((8, 1), 0.1), torch.full((8, 1), 3.0)])
+    y0 = torch.randn(16, 2, generator=generator) * x
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", eb.SamplerWarning)
+        chain = eb.sample(energy, y0, eb.samplers.NUTS(0.1, max_tree_depth=8), 10, x=x,
+                          burn_in=300, adapt_mass="none", generator=generator)
+    assert float(chain.step_sizes[:8].max()) * 10 < float(chain.step_sizes[8:].min())
 
 
 def _stiff_energy() -> eb.Energy:
