@@ -346,6 +346,12 @@ def issue12_cases(scale: int) -> dict[str, tuple]:
             ("AIS pCNL 90 % 1024x100 1 step adaptive", AIS(1024, k100, kernel="pcnl",
                                                            target_acceptance=0.9, **gauss,
                                                            **ada)),
+            ("AIS pCNL 95 % 1024x100 1 step adaptive", AIS(1024, k100, kernel="pcnl",
+                                                           target_acceptance=0.95, **gauss,
+                                                           **ada)),
+            ("AIS pCNL 97 % 1024x100 1 step adaptive", AIS(1024, k100, kernel="pcnl",
+                                                           target_acceptance=0.97, **gauss,
+                                                           **ada)),
             # Reference, not a usable method: exact draws of every tempered Gaussian.
             ("AIS exact transitions 256x200", AIS(256, 200 // scale, num_steps=2,
                                                   kernel=ExactGaussianTransition(q10),

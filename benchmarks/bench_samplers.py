@@ -578,8 +578,9 @@ def main_ess(quick: bool, targets: list[str] | None = None,
           "grad_computed_over_used: NUTS's gradients evaluated over those "
           "its trees used, over 20 extra steps (compaction: 1.0; target <= 1.25). groups: "
           "how many groups of 4 chains the *_g figures come from (Pyro with --pyro-groups "
-          "N: N independent 4-chain runs, as in samplers_ess_pyro_groups; its main figures "
-          "are group 0's)." + rerun)
+          "N: N independent 4-chain runs, as in samplers_ess_pyro_groups, group g from the "
+          "starting points of ebmlab's group g (run g // 4); its main figures are group "
+          "0's)." + rerun)
 
 
 def pyro_group_rows(targets: list[str], chains: int) -> list[dict[str, object]]:
