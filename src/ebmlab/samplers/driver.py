@@ -51,8 +51,9 @@ __all__ = [
 MIN_MASS_BURN_IN = 150
 # The stuck test at the end of burn-in looks at movement when its window has this many steps.
 MIN_MOVEMENT_WINDOW = 20
-# Per-chain steps become one (their median) when the chains' between/within variance ratio
-# over the last adaptation window is below this on every coordinate (they mix as one).
+# Per-chain steps move towards their median (by SHARE_STEP_KEEP) when the chains'
+# between/within variance ratio over the last adaptation window is below this on every
+# coordinate (they mix as one) ...
 SHARE_STEP_SPREAD = 0.5
 # ... and the robust spread (IQR / 1.349) of their log within-window variances in the adapted
 # metric is below this: above what chains on one target show over a 50-step window (<= 1.05
@@ -60,6 +61,8 @@ SHARE_STEP_SPREAD = 0.5
 SHARE_STEP_LOG_SPREAD = 1.5
 # Chains that mix as one keep this fraction of their log step's distance from the median.
 SHARE_STEP_KEEP = 0.5
+# The interquartile range of a normal distribution in standard deviations.
+_IQR_PER_SD = 1.349
 
 
 class Sampler(Protocol):
@@ -247,7 +250,7 @@ def _shared_if_mixed(final: Tensor, moved: Welford, healthy: Tensor, mass: Tenso
     log_metric = metric.clamp(min=tiny).log().reshape(metric.shape[0], -1)
     q = torch.quantile(log_metric, torch.tensor([0.25, 0.75], dtype=var.dtype,
                                                 device=var.device), dim=0)
-    spread = (q[1] - q[0]) / 1.349
+    spread = (q[1] - q[0]) / _IQR_PER_SD
     if bool((ratio.max() < SHARE_STEP_SPREAD) & (spread.max() < SHARE_STEP_LOG_SPREAD)):
         centre = final[healthy].median().log()
         return (centre + SHARE_STEP_KEEP * (final.log() - centre)).exp()
