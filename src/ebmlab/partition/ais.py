@@ -14,8 +14,10 @@ from ebmlab.domain import Box
 from ebmlab.energy import Energy
 from ebmlab.partition._common import check_inputs, reference
 from ebmlab.partition.annealing import (
+    POOL_WINDOW,
     TRANSITIONS,
     Annealing,
+    PooledFit,
     StepTuner,
     has_gradient,
     make_transition,
@@ -367,9 +369,13 @@ class AIS:
             "ghmc" if has_gradient(run, energy, x, base, device) else "random_walk")
         target = self.target_acceptance or TRANSITIONS[kind]
         alpha = 0.0 if kind != "ghmc" else self.momentum if self.momentum is not None else 0.5
-        tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog, alpha)
+        window = POOL_WINDOW if kind == "pcnl" else 0
+        pool = (PooledFit(window, run.temperatures, self.num_steps, beta, run.base_log_prob())
+                if window else None)
+        tuner = StepTuner(kind, b, pilot, target, self.num_leapfrog, alpha, pool, run)
         try:
             run(pilot, tuner, fast_init=True, reuse=True, record=adaptive)
+            tuner.finish()
         except (RuntimeError, NotImplementedError, TypeError) as err:
             if kind == "random_walk" or has_gradient(run, energy, x, base, device):
                 raise

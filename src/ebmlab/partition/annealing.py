@@ -20,15 +20,21 @@ from ebmlab.samplers.metropolis import nan_to_neginf
 from ebmlab.samplers.random_walk import RandomWalkMetropolis, RandomWalkState
 from ebmlab.samplers.state import State
 
-__all__ = ["TRANSITIONS", "GRADIENT_KERNELS", "Annealing", "StepTuner", "Whitened",
-           "make_transition", "has_gradient", "particle_chol", "base_sample", "base_log_prob",
-           "NormalLogProb"]
+__all__ = ["TRANSITIONS", "GRADIENT_KERNELS", "POOL_WINDOW", "Annealing", "PooledFit",
+           "StepTuner", "Whitened", "make_transition", "has_gradient", "particle_chol",
+           "shrunk_chol", "base_sample", "base_log_prob", "NormalLogProb"]
 
 # The built-in transitions of AIS and the acceptance rate each is tuned towards by default.
 TRANSITIONS = {"mala": 0.574, "hmc": 0.65, "random_walk": 0.3, "ghmc": 0.8, "pcnl": 0.7}
 # The dense preconditioner shrinks the particles' covariance towards its diagonal with
 # weight min(1, SHRINKAGE * D / C) (C particles in D dimensions).
 SHRINKAGE = 2.0
+# pCNL's reference at each pilot step is fitted from the particles of its 2m + 1 nearest
+# steps (m = POOL_WINDOW), reweighted to that step's target. 10-D Gaussian, 1024 x 100,
+# 90 %, 480 seeds: log Z RMSE 0.0117 with its own particles (m = 0) or any window when
+# the pilot itself keeps its own fit; 0.0107 (m = 10) and 0.0109 (m = 20) when the pilot
+# also runs on the fit from steps k - m .. k.
+POOL_WINDOW = 10
 
 
 def make_transition(kind: str, factor: Tensor, spread: Tensor, c: int,
@@ -71,18 +77,98 @@ def particle_chol(flat: Tensor) -> Tensor | None:
     off-diagonal entries are noisy with few particles per dimension); ``None`` (the diagonal
     preconditioner) when that weight is 1 or the factorisation fails.
     """
-    b, c, d = flat.shape
-    w = min(1.0, SHRINKAGE * d / c)
+    centred = flat - flat.mean(1, keepdim=True)
+    return shrunk_chol(centred.transpose(1, 2) @ centred / (flat.shape[1] - 1), flat.shape[1])
+
+
+def shrunk_chol(cov: Tensor, count: float) -> Tensor | None:
+    """The Cholesky factor of ``cov`` (B, D, D), estimated from ``count`` particles, shrunk
+    towards its diagonal with weight min(1, 2D/count); ``None`` when that weight is 1 or
+    the factorisation fails."""
+    d = cov.shape[-1]
+    w = min(1.0, SHRINKAGE * d / count)
     if w >= 1.0 or d < 2:
         return None
-    centred = flat - flat.mean(1, keepdim=True)
-    cov = centred.transpose(1, 2) @ centred / (c - 1)
     diag = torch.diagonal(cov, dim1=1, dim2=2)
     shrunk = (1 - w) * cov + torch.diag_embed(w * diag + 1e-12 * diag.mean(1, keepdim=True))
     chol, bad = torch.linalg.cholesky_ex(shrunk)
     if bool(bad.any()) or not bool(torch.isfinite(chol).all()):
         return None
     return chol
+
+
+class PooledFit:
+    r"""Refit every pilot step's Gaussian from the particles of its 2m + 1 nearest steps.
+
+    The particles handed to pilot step j follow (approximately) the tempered target of
+    step j - 1, at position :math:`s_j` on the path; step k's kernel targets position
+    :math:`t_k`. Their importance weights to step k's target are
+    :math:`\log w = -(t_k - s_j)(\beta F + \log p_0)` (F already evaluated by the pilot,
+    no extra evaluations), self-normalised per step and the steps combined in proportion
+    to their effective sample sizes; the weighted mean, spread and shrunk covariance
+    replace step k's. A step whose particles' F is unknown (the base draws) is left out;
+    a step with no usable neighbour keeps its own fit.
+    """
+
+    def __init__(self, window: int, temperatures: list[Any], num_steps: int, beta: float,
+                 log_p0: Any) -> None:
+        self.window, self.num_steps, self.beta, self.log_p0 = window, num_steps, beta, log_p0
+        self.temperatures = temperatures
+        self.blocks: dict[int, tuple[Tensor, Tensor | None]] = {}
+
+    def _position(self, i: int, like: Tensor) -> Tensor:
+        t = self.temperatures[i]
+        t = t.to(like) if isinstance(t, Tensor) else torch.full((like.shape[0],), float(t),
+                                                                 dtype=like.dtype,
+                                                                 device=like.device)
+        return t.reshape(-1, 1)  # (B, 1)
+
+    def add(self, k: int, flat: Tensor, f: Tensor | None) -> list[tuple[int, tuple]]:
+        """Record step k's particles (B, C, D) and F (B*C,); return the steps now complete."""
+        b, c = flat.shape[:2]
+        a = None
+        if f is not None and bool(torch.isfinite(f).all()):
+            a = self.beta * f.reshape(b, c) + self.log_p0(flat.reshape(b * c, -1)
+                                                          ).reshape(b, c)
+        self.blocks[k] = (flat, a)
+        done = k - self.window
+        self.blocks.pop(done - self.window - 1, None)
+        return [(done, self.fit(done))] if done >= 0 else []
+
+    def finish(self, last: int) -> list[tuple[int, tuple]]:
+        """The fits of the steps not yet complete after the pilot's last step ``last``."""
+        return [(k, self.fit(k)) for k in range(max(0, last - self.window + 1), last + 1)]
+
+    def fit(self, k: int, ahead: int | None = None
+            ) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """(mean (B, 1, D), spread (B, 1, D), chol or None) for step k from steps
+        k - m .. k + ``ahead`` (default m), or ``None``."""
+        ns = self.num_steps
+        flat0 = self.blocks[k][0]
+        target = self._position(k // ns + 1, flat0)
+        total, ys = [], []
+        ahead = self.window if ahead is None else ahead
+        for j in range(k - self.window, k + ahead + 1):
+            if j not in self.blocks or self.blocks[j][1] is None:
+                continue
+            flat, a = self.blocks[j]
+            log_w = -(target - self._position((j + ns - 1) // ns, flat)) * a  # (B, C)
+            w = torch.softmax(log_w, dim=1)
+            ess = 1.0 / w.square().sum(1, keepdim=True)  # (B, 1)
+            total.append(ess * w)
+            ys.append(flat)
+        if not total:
+            return None
+        weights, y = torch.cat(total, 1), torch.cat(ys, 1)  # (B, N), (B, N, D)
+        count = weights.sum(1, keepdim=True)  # the effective sample size (B, 1)
+        weights = weights / count
+        mean = (weights.unsqueeze(-1) * y).sum(1, keepdim=True)
+        centred = y - mean
+        cov = (centred * weights.unsqueeze(-1)).transpose(1, 2) @ centred
+        n = float(count.min())
+        cov = cov * (n / max(n - 1.0, 1.0))
+        spread = torch.diagonal(cov, dim1=1, dim2=2).sqrt().clamp_min(1e-12).unsqueeze(1)
+        return mean, spread, shrunk_chol(cov, flat0.shape[1])
 
 
 class _WhitenedEnergy(Energy):
@@ -151,13 +237,18 @@ class StepTuner:
 
     The log factor moves by (last step's mean acceptance - target) at every step, so the
     kernels follow the changing width of the tempered targets; ``params`` records the
-    (factor, spread) of every step, which the main run reuses frozen.
+    (factor, spread, chol) of every step, which the main run reuses frozen. With ``pool``
+    (a :class:`PooledFit`) and the pilot's ``run``, the recorded spread, covariance and
+    mean of every step are refitted from neighbouring steps' particles as well; call
+    :meth:`finish` after the pilot.
     """
 
     def __init__(self, kind: str, b: int, c: int, target_acceptance: float,
-                 num_leapfrog: int = 1, momentum: float = 0.0) -> None:
+                 num_leapfrog: int = 1, momentum: float = 0.0,
+                 pool: PooledFit | None = None, run: Annealing | None = None) -> None:
         self.kind, self.b, self.c, self.target = kind, b, c, target_acceptance
         self.num_leapfrog, self.momentum = num_leapfrog, momentum
+        self.pool, self.run, self.last = pool, run, -1
         self.log_factor: Tensor | None = None
         self.params: list[tuple[Tensor, Tensor]] = []
         self.means: list[Tensor] = []  # the particles' mean (B, 1, D) of every step (pCNL)
@@ -184,12 +275,38 @@ class StepTuner:
         spread = flat.std(1, keepdim=True).clamp_min(1e-12)  # (B, 1, D)
         chol = None if self.kind == "random_walk" else particle_chol(flat)
         factor = self.log_factor.exp()
-        self.params.append((factor, spread, chol))
         mean = flat.mean(1, keepdim=True) if self.kind == "pcnl" else None
+        fits: list[tuple[int, Any]] = []
+        if self.pool is not None:
+            fits = self.pool.add(k, flat, self.run.energy_at_choice)
+            now = self.pool.fit(k, 0)  # from this and the m earlier steps
+            if now is not None:
+                mean = now[0] if mean is not None else None
+                spread, chol = now[1], (now[2] if self.kind != "random_walk" else None)
+            self.last = k
+        self.params.append((factor, spread, chol))
         if mean is not None:
             self.means.append(mean)
+        self._refit(fits)
         return make_transition(self.kind, factor, spread, self.c, tuple(y.shape[1:]),
                                self.num_leapfrog, chol, self.momentum, mean)
+
+
+    def _refit(self, fits: list[tuple[int, Any]]) -> None:
+        for j, fit in fits:
+            if fit is None:
+                continue
+            mean, spread, chol = fit
+            if self.kind == "random_walk":
+                chol = None
+            self.params[j] = (self.params[j][0], spread, chol)
+            if self.means:
+                self.means[j] = mean
+
+    def finish(self) -> None:
+        """Refit the pilot's last steps (those without a full window of successors)."""
+        if self.pool is not None and self.last >= 0:
+            self._refit(self.pool.finish(self.last))
 
 
 # The gradient kernels whose state starts (position, energy, gradient) and whose last
@@ -252,6 +369,8 @@ class Annealing:
         self.temperatures, self.beta, self.domain = temperatures, beta, domain
         self.num_steps, self.generator = num_steps, generator
         self.b = 1 if x is None else x.shape[0]
+        # F at the rows handed to the last ``choose`` call (reuse=True), else None.
+        self.energy_at_choice: Tensor | None = None
         self.is_uniform_on_domain = is_uniform_on_domain and domain is not None
 
     def base_log_prob(self) -> Any:
@@ -323,6 +442,7 @@ class Annealing:
         momentum = None
         for t in temps[1:]:
             target = TemperedEnergy(memo or self.energy, log_p0, t, self.beta, self.domain)
+            self.energy_at_choice = cache[0] if cache is not None else None
             kernel = choose(k, y, info)
             if memo is not None:
                 memo.last = None
@@ -342,6 +462,7 @@ class Annealing:
             log_w = log_w + increment
             for i in range(self.num_steps):
                 if i:
+                    self.energy_at_choice = cache[0] if cache is not None else None
                     kernel = choose(k, state.position, info)
                 if memo is not None:
                     memo.last = None
