@@ -56,10 +56,12 @@ class AIS:
     0.5 by default; tuned towards 80 %; :class:`~ebmlab.partition.momentum.PersistentLeapfrog`),
     ``kernel="pcnl"`` is preconditioned Crank-Nicolson Langevin
     (:class:`~ebmlab.partition.crank_nicolson.CrankNicolsonLangevin`) around a Gaussian fitted
-    to the pilot's particles at each temperature (their mean and shrunk covariance), its
-    :math:`\delta \le 2` tuned towards 70 %: near-independent draws where the tempered
-    targets are nearly Gaussian (10-D: 0.0140 against GHMC's 0.0168 over 240 runs), but not
-    on multimodal ones (ManyWell-32: 0.55 against 0.355), and
+    to the pilot's particles at each temperature (their mean and shrunk covariance, pooled
+    over the 21 nearest pilot steps, each reweighted to that temperature:
+    :class:`~ebmlab.partition.annealing.PooledFit`), its :math:`\delta \le 2` tuned towards
+    70 %: near-independent draws where the tempered targets are nearly Gaussian (10-D: 0.0111
+    against GHMC's 0.0168 over 240 runs), but not on multimodal ones (ManyWell-32: 0.50
+    against 0.355), and
     ``kernel="random_walk"`` is the gradient-free random-walk Metropolis of earlier releases
     (scale = particle spread times a factor tuned towards 30 %; the default before 0.9). The
     tuned steps are learnt in a pilot run of ``max(16, num_chains // 4)`` chains and then
