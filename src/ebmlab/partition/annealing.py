@@ -250,7 +250,7 @@ class StepTuner:
         self.num_leapfrog, self.momentum = num_leapfrog, momentum
         self.pool, self.run, self.last = pool, run, -1
         self.log_factor: Tensor | None = None
-        self.params: list[tuple[Tensor, Tensor]] = []
+        self.params: list[tuple[Tensor, Tensor, Tensor | None]] = []  # (factor, spread, chol)
         self.means: list[Tensor] = []  # the particles' mean (B, 1, D) of every step (pCNL)
 
     def _initial(self, d: int) -> float:
@@ -272,18 +272,19 @@ class StepTuner:
             self.log_factor = (
                 self.log_factor + (rate - self.target).reshape(self.b, 1, 1)
             ).clamp(math.log(1e-3), math.log(2.0 if self.kind == "pcnl" else 10.0))
-        spread = flat.std(1, keepdim=True).clamp_min(1e-12)  # (B, 1, D)
-        chol = None if self.kind == "random_walk" else particle_chol(flat)
         factor = self.log_factor.exp()
-        mean = flat.mean(1, keepdim=True) if self.kind == "pcnl" else None
         fits: list[tuple[int, Any]] = []
+        now = None
         if self.pool is not None:
             fits = self.pool.add(k, flat, self.run.energy_at_choice)
             now = self.pool.fit(k, 0)  # from this and the m earlier steps
-            if now is not None:
-                mean = now[0] if mean is not None else None
-                spread, chol = now[1], (now[2] if self.kind != "random_walk" else None)
             self.last = k
+        if now is None:  # this step's own particles
+            now = (flat.mean(1, keepdim=True), flat.std(1, keepdim=True).clamp_min(1e-12),
+                   None if self.kind == "random_walk" else particle_chol(flat))
+        mean, spread, chol = now
+        mean = mean if self.kind == "pcnl" else None
+        chol = chol if self.kind != "random_walk" else None
         self.params.append((factor, spread, chol))
         if mean is not None:
             self.means.append(mean)
@@ -291,8 +292,8 @@ class StepTuner:
         return make_transition(self.kind, factor, spread, self.c, tuple(y.shape[1:]),
                                self.num_leapfrog, chol, self.momentum, mean)
 
-
     def _refit(self, fits: list[tuple[int, Any]]) -> None:
+        """Replace the recorded spread, chol (and pCNL mean) of the steps ``fits`` names."""
         for j, fit in fits:
             if fit is None:
                 continue
