@@ -2,14 +2,13 @@ r"""Diffusion recovery likelihood: contrastive divergence on the easy conditiona
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ebmlab._checks import check_generator, check_positive, check_positive_int
-from ebmlab.energy import check_energy_output
+from ebmlab.energy import Energy, check_energy_output
 from ebmlab.losses._common import (
     check_energy_callable,
     check_generator_device,
@@ -17,6 +16,7 @@ from ebmlab.losses._common import (
     prepare_y,
     reduce,
 )
+from ebmlab.samplers.mala import MALA
 
 __all__ = ["diffusion_recovery_likelihood"]
 
@@ -31,46 +31,48 @@ def _energy_and_grad(energy: Callable[..., Tensor], y: Tensor, x: Tensor | None)
     return e.detach(), g
 
 
+class _Conditional(Energy):
+    r"""The recovery conditional :math:`F(x, y) + \|y - \tilde y\|^2 / (2\sigma^2)`, per row."""
+
+    def __init__(self, energy: Callable[..., Tensor], y_noisy: Tensor, var: Tensor) -> None:
+        super().__init__()
+        self.inner, self.y_noisy, self.var = energy, y_noisy, var
+
+    def forward(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        d = y - self.y_noisy
+        return self.inner(y, x) + 0.5 * (d * d).flatten(1).sum(1) / self.var.flatten()
+
+    def energy_and_grad(self, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        f, grad = _energy_and_grad(self.inner, y, x)
+        d = y - self.y_noisy
+        return f + 0.5 * (d * d).flatten(1).sum(1) / self.var.flatten(), grad + d / self.var
+
+
 def _recover(
     energy: Callable[..., Tensor], y_noisy: Tensor, x: Tensor | None, sigma: Tensor,
     num_steps: int, step_size: float, metropolis: bool, generator: torch.Generator | None,
 ) -> Tensor:
-    """Short Langevin on F(y) + |y - y_noisy|^2 / (2 sigma^2) from y_noisy (no graph kept)."""
+    """Short Langevin on F(y) + |y - y_noisy|^2 / (2 sigma^2) from y_noisy (no graph kept):
+    :class:`~ebmlab.samplers.MALA` with one step per example, or unadjusted steps."""
     shape = (-1,) + (1,) * (y_noisy.ndim - 1)
     var = (sigma * sigma).reshape(shape)
     h = step_size * var  # per-example step, in units of the conditional's scale sigma^2
-    std = (2 * h).sqrt()
     y = y_noisy.detach()
+    if not num_steps:
+        return y
+    conditional = _Conditional(energy, y, var)
     if not metropolis:
+        std = (2 * h).sqrt()
         for _ in range(num_steps):
-            _, g = _energy_and_grad(energy, y, x)
-            g = g + (y - y_noisy) / var
+            _, g = conditional.energy_and_grad(y, x)
             xi = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
             y = y - h * g + std * xi
         return y.detach()
-    if not num_steps:
-        return y
-    h_flat = h.flatten()
-
-    def target(point: Tensor) -> tuple[Tensor, Tensor]:
-        f, grad = _energy_and_grad(energy, point, x)
-        d = point - y_noisy
-        return f + 0.5 * (d * d).flatten(1).sum(1) / var.flatten(), grad + d / var
-
-    u, g = target(y)
+    kernel = MALA(1.0, target_acceptance=None).with_step_size(h)
+    state = kernel.init(y, conditional, x)
     for _ in range(num_steps):
-        xi = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-        coin = torch.rand(y.shape[:1], generator=generator, dtype=y.dtype, device=y.device)
-        proposal = y - h * g + std * xi
-        u_new, g_new = target(proposal)
-        back = y - proposal + h * g_new  # log q(y | y') = -|back|^2 / (4h)
-        log_ratio = (u - u_new - back.square().flatten(1).sum(1) / (4.0 * h_flat)
-                     + 0.5 * xi.square().flatten(1).sum(1)).nan_to_num(nan=-math.inf)
-        is_accepted = coin.log() < log_ratio
-        y = torch.where(is_accepted.reshape(shape), proposal, y)
-        u = torch.where(is_accepted, u_new, u)
-        g = torch.where(is_accepted.reshape(shape), g_new, g)
-    return y.detach()
+        state, _info = kernel.step(state, conditional, x, generator=generator)
+    return state.position.detach()
 
 
 def diffusion_recovery_likelihood(
